@@ -1,0 +1,123 @@
+"""Per-upload locks in Redis, with expiry, renewal and release requests.
+
+A lock is a Redis string holding a random token, set with NX and a TTL. The holder
+keeps a local validity deadline (monotonic clock) so that the hot path can check it
+before every block without a round trip, and renews it (in Redis, checking the token)
+well before it runs out. A request that wants a lock held by someone else sets the
+upload's *release* key; the holder sees it at its next renewal, commits what it has
+and lets go — this is how a new request takes over from one whose client vanished,
+across workers and hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from protocol.errors import Locked
+
+from .record import lock_key, release_key
+
+# KEYS[1] lock, KEYS[2] release request; ARGV[1] token, ARGV[2] ttl ms.
+# Returns -1 when the token no longer holds the lock, else whether a release was asked.
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('EXISTS', KEYS[2])
+"""
+
+# KEYS[1] lock; ARGV[1] token. Deletes the lock only if we still hold it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LockLost(Exception):
+    """The lock expired or was taken: the holder must stop writing at once."""
+
+
+@dataclass(frozen=True)
+class LockSettings:
+    ttl: float = 30.0  # seconds a lock lives without renewal
+    renew_every: float = 1.0  # how often a streaming holder renews (and sees release asks)
+    wait: float = 20.0  # how long a newcomer waits before answering 423
+
+
+class UploadLock:
+    """One held lock. Create with :func:`acquire_lock`."""
+
+    def __init__(self, redis: Redis, upload_id: str, token: str, settings: LockSettings):
+        self.redis = redis
+        self.upload_id = upload_id  # or any name sharing the upload key scheme (destinations)
+        self.token = token
+        self.settings = settings
+        self.release_requested = False
+        self._valid_until = 0.0
+        self._renewed_at = 0.0
+        self._mark_renewed(time.monotonic())
+
+    @property
+    def key(self) -> str:
+        return lock_key(self.upload_id)
+
+    def _mark_renewed(self, started: float) -> None:
+        # Validity counts from when the renewal was *sent*, with a margin for clock drift.
+        self._renewed_at = started
+        self._valid_until = started + self.settings.ttl * 0.8
+
+    def check_valid(self) -> None:
+        """Local, round-trip-free check; raises LockLost once validity has run out."""
+        if time.monotonic() >= self._valid_until:
+            raise LockLost(f"lock on upload {self.upload_id} ran out")
+
+    def renewal_due(self) -> bool:
+        return time.monotonic() - self._renewed_at >= self.settings.renew_every
+
+    async def renew(self) -> None:
+        started = time.monotonic()
+        answer = await self.redis.eval(
+            _RENEW,
+            2,
+            self.key,
+            release_key(self.upload_id),
+            self.token,
+            int(self.settings.ttl * 1000),
+        )
+        if int(answer) < 0:
+            self._valid_until = 0.0
+            raise LockLost(f"lock on upload {self.upload_id} was lost")
+        self._mark_renewed(started)
+        self.release_requested = bool(int(answer))
+
+    async def release(self) -> None:
+        self._valid_until = 0.0
+        await self.redis.eval(_RELEASE, 1, self.key, self.token)
+
+
+async def acquire_lock(redis: Redis, upload_id: str, settings: LockSettings) -> UploadLock:
+    """Take the upload's lock, asking a current holder to release; 423 after settings.wait."""
+    token = secrets.token_hex(16)
+    deadline = time.monotonic() + settings.wait
+    pause = 0.02
+    while True:
+        started = time.monotonic()
+        if await redis.set(lock_key(upload_id), token, nx=True, px=int(settings.ttl * 1000)):
+            # A release request left over from an earlier contest is not meant for us.
+            await redis.delete(release_key(upload_id))
+            lock = UploadLock(redis, upload_id, token, settings)
+            lock._mark_renewed(started)
+            return lock
+        # Ask (again: the holder may have changed) and wait; the ask expires by itself.
+        await redis.set(release_key(upload_id), b"1", px=int(settings.ttl * 1000))
+        if time.monotonic() + pause > deadline:
+            raise Locked(
+                f"upload {upload_id} is busy with another request; retry in a few seconds",
+                {"Retry-After": "2"},
+            )
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.25)

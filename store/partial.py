@@ -1,0 +1,140 @@
+"""Partial-file I/O and the per-upload stream state (digests + content scanner).
+
+All calls here block: the service runs them in a worker thread, one hop per block.
+The partial file is never trusted past the committed offset: it is trimmed to it
+every time a writer opens it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .digest import DigestStateError, ResumableDigest
+from .record import UploadRecord, digest_field
+from .scanner import ContentScanner, ScannerStateError
+
+READ_BLOCK = 4 * 1024 * 1024
+
+
+def partial_path(upload_dir: Path, upload_id: str) -> Path:
+    return upload_dir / f"{upload_id}.part"
+
+
+def create_partial(path: Path) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    os.close(fd)
+
+
+def remove_partial(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def file_identity(path: Path) -> str:
+    info = os.stat(path)
+    return f"{info.st_dev}:{info.st_ino}"
+
+
+def read_blocks(path: Path, start: int, end: int, block: int = READ_BLOCK) -> Iterator[bytes]:
+    with open(path, "rb", buffering=0) as handle:
+        handle.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            data = handle.read(min(block, remaining))
+            if not data:
+                raise OSError(errno.EIO, f"{path} is shorter than its committed offset")
+            remaining -= len(data)
+            yield data
+
+
+@dataclass
+class StreamState:
+    """Digests and scanner of the committed bytes, restorable on any worker."""
+
+    digests: dict[str, ResumableDigest]
+    scanner: ContentScanner
+    recomputed: bool = False  # True when saved states could not be loaded
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        for digest in self.digests.values():
+            digest.update(data)
+        self.scanner.update(data)
+
+    def redis_fields(self) -> dict[str, bytes]:
+        fields = {"scan": self.scanner.state()}
+        for name, digest in self.digests.items():
+            state = digest.state()
+            # A digest without a portable state (no libcrypto) is recomputed next time.
+            fields[digest_field(name)] = state if state is not None else b""
+        return fields
+
+    @classmethod
+    def fresh(cls, digest_names: list[str]) -> StreamState:
+        return cls({name: ResumableDigest.new(name) for name in digest_names}, ContentScanner())
+
+    @classmethod
+    def restore(cls, record: UploadRecord, digest_names: list[str], path: Path) -> StreamState:
+        """Load the saved states; recompute from the partial file when they cannot be used."""
+        try:
+            digests = {
+                name: ResumableDigest.from_state(name, record.digest_states.get(name, b""))
+                for name in digest_names
+            }
+            scanner = ContentScanner.from_state(record.scan_state)
+            if scanner.size != record.offset:
+                raise ScannerStateError("scanner state does not match the committed offset")
+            return cls(digests, scanner)
+        except (DigestStateError, ScannerStateError, ValueError):
+            state = cls.fresh(digest_names)
+            state.recomputed = True
+            for block in read_blocks(path, 0, record.offset):
+                state.feed(block)
+            return state
+
+
+@dataclass
+class PartialWriter:
+    """An open partial file positioned at the committed offset, plus its stream state."""
+
+    path: Path
+    fd: int
+    offset: int
+    stream: StreamState
+    unsynced: int = 0
+    _closed: bool = field(default=False, repr=False)
+
+    @classmethod
+    def open(cls, path: Path, committed_offset: int, stream: StreamState) -> PartialWriter:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            # Bytes past the committed offset (a crashed or displaced writer) are not ours.
+            if os.fstat(fd).st_size != committed_offset:
+                os.ftruncate(fd, committed_offset)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd, committed_offset, stream)
+
+    def absorb(self, block: bytes | bytearray) -> None:
+        """Write one block at the current offset and feed it to the digests and scanner."""
+        view = memoryview(block)
+        written = 0
+        while written < len(view):
+            written += os.pwrite(self.fd, view[written:], self.offset + written)
+        self.stream.feed(view)
+        self.offset += len(view)
+        self.unsynced += len(view)
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+        self.unsynced = 0
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self.fd)

@@ -1,0 +1,216 @@
+"""Line count, text-or-binary and head of an upload, computed as its bytes stream in.
+
+Every per-chunk step runs at C speed: ``bytes.count`` for newlines, ``bytes.translate``
+to find control bytes, ``bytes.isascii`` / an incremental strict UTF-8 decode for
+validity.  The decoder's only carried state is the ≤3 bytes of a multibyte character
+cut by a chunk boundary, saved with the rest of the scanner state between PATCHes.
+Once a file is known to be binary, scanning stops and only the size advances.
+
+Unlike the digests, these bytes methods hold the GIL: scanning a 1 MiB text chunk in a
+worker thread pauses the event loop for the ~2-5 ms it takes (binary files: nothing).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from dataclasses import dataclass
+
+__all__ = [
+    "HEAD_CHARS",
+    "NOT_TEXT",
+    "TAIL_BYTES",
+    "TAIL_CHARS",
+    "ContentScanner",
+    "ScanResult",
+    "ScannerStateError",
+    "tail_text",
+]
+
+HEAD_CHARS = 1024
+TAIL_CHARS = 1024
+# Bytes to read from the end of a text file for tail_text: up to 4 bytes per character,
+# plus up to 3 continuation bytes of a character cut at the start of the window.
+TAIL_BYTES = TAIL_CHARS * 4 + 3
+NOT_TEXT = "not a text file"
+
+_STATE_VERSION = 1
+_MAX_PENDING = 3  # longest incomplete UTF-8 sequence
+
+# Control bytes that make a file binary.  TAB, LF, VT, FF, CR (0x09-0x0D) and ESC (0x1B)
+# are allowed in text.
+_CONTROL = bytes([*range(0x00, 0x09), *range(0x0E, 0x1B), *range(0x1C, 0x20)])
+# translate(None, delete=_NOT_CONTROL) leaves only control bytes: empty means none.
+_NOT_CONTROL = bytes(b for b in range(256) if b not in _CONTROL)
+
+
+class ScannerStateError(ValueError):
+    """A saved scanner state is not one this module wrote."""
+
+
+@dataclass
+class ScanResult:
+    is_text: bool
+    line_count: int | None  # None for a binary file
+    head: str  # first HEAD_CHARS characters of a text file, else NOT_TEXT
+
+
+class ContentScanner:
+    """Incremental scan of a file's bytes; its state survives ``state()``/``from_state``."""
+
+    __slots__ = ("_head", "_is_text", "_last_byte", "_newlines", "_pending", "_size")
+
+    def __init__(self) -> None:
+        self._size = 0
+        self._newlines = 0
+        self._is_text = True
+        self._pending = b""  # start of a UTF-8 sequence cut by the chunk boundary
+        self._head = ""
+        self._last_byte: int | None = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def newlines(self) -> int:
+        """Count of b"\\n" so far; stops advancing once the file is known binary."""
+        return self._newlines
+
+    @property
+    def is_text(self) -> bool:
+        """True while every byte so far is valid UTF-8 (pending bytes aside), no control bytes."""
+        return self._is_text
+
+    @property
+    def head(self) -> str:
+        return self._head
+
+    @property
+    def last_byte(self) -> int | None:
+        return self._last_byte
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        """Scan the next chunk (1 MiB order; memory use is a small multiple of it)."""
+        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        if not n:
+            return
+        self._size += n
+        if not self._is_text:
+            self._last_byte = data[-1] if not isinstance(data, memoryview) else _last(data)
+            return
+        if isinstance(data, memoryview):
+            # translate/count/isascii are bytes/bytearray methods: one memcpy of the chunk.
+            data = data.tobytes()
+        self._last_byte = data[-1]
+        if data.translate(None, _NOT_CONTROL):
+            self._become_binary()
+            return
+        if not self._pending and data.isascii():
+            # Pure ASCII is valid UTF-8: skip building a str of the whole chunk.
+            if len(self._head) < HEAD_CHARS:
+                self._head += data[: HEAD_CHARS - len(self._head)].decode("ascii")
+        else:
+            buf = self._pending + data if self._pending else data
+            try:
+                text, consumed = codecs.utf_8_decode(buf, "strict", False)
+            except UnicodeDecodeError:
+                self._become_binary()
+                return
+            self._pending = bytes(buf[consumed:])
+            if len(self._pending) > _MAX_PENDING:  # cannot happen with a strict decoder
+                self._become_binary()
+                return
+            if len(self._head) < HEAD_CHARS:
+                self._head += text[: HEAD_CHARS - len(self._head)]
+            del text, buf
+        self._newlines += data.count(b"\n")
+
+    def _become_binary(self) -> None:
+        self._is_text = False
+        self._newlines = 0
+        self._pending = b""
+        self._head = ""
+
+    def finish(self) -> ScanResult:
+        """The result for a file that ends here (does not change the scanner)."""
+        # Bytes of an unfinished character at end of file: not valid UTF-8.
+        if not self._is_text or self._pending:
+            return ScanResult(is_text=False, line_count=None, head=NOT_TEXT)
+        if self._size == 0:
+            return ScanResult(is_text=True, line_count=0, head="")
+        lines = self._newlines + (0 if self._last_byte == 0x0A else 1)
+        return ScanResult(is_text=True, line_count=lines, head=self._head)
+
+    def state(self) -> bytes:
+        """Compact JSON of the scanner (at most a few KiB: the head dominates)."""
+        doc = {
+            "v": _STATE_VERSION,
+            "size": self._size,
+            "text": self._is_text,
+            "last": self._last_byte,
+        }
+        if self._is_text:
+            doc.update(nl=self._newlines, pend=self._pending.hex(), head=self._head)
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    @classmethod
+    def from_state(cls, state: bytes) -> ContentScanner:
+        """The scanner saved by ``state()``; ScannerStateError for anything else."""
+        try:
+            doc = json.loads(bytes(state).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, TypeError) as exc:
+            raise ScannerStateError(f"scanner state is not JSON: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("v") != _STATE_VERSION:
+            raise ScannerStateError("scanner state has an unknown version")
+        size, is_text, last = doc.get("size"), doc.get("text"), doc.get("last")
+        if not _is_count(size) or not isinstance(is_text, bool):
+            raise ScannerStateError("scanner state has a bad size or text flag")
+        if (last is None) != (size == 0) or not (last is None or (_is_count(last) and last < 256)):
+            raise ScannerStateError("scanner state has a bad last byte")
+        scanner = cls()
+        scanner._size, scanner._is_text, scanner._last_byte = size, is_text, last
+        if is_text:
+            newlines, pend, head = doc.get("nl"), doc.get("pend"), doc.get("head")
+            if not _is_count(newlines) or newlines > size:
+                raise ScannerStateError("scanner state has a bad newline count")
+            if not isinstance(head, str) or len(head) > HEAD_CHARS:
+                raise ScannerStateError("scanner state has a bad head")
+            try:
+                pending = bytes.fromhex(pend) if isinstance(pend, str) else None
+            except ValueError:
+                pending = None
+            if pending is None or len(pending) > _MAX_PENDING:
+                raise ScannerStateError("scanner state has bad pending bytes")
+            scanner._newlines, scanner._pending, scanner._head = newlines, pending, head
+        return scanner
+
+    def __repr__(self) -> str:
+        kind = "text" if self._is_text else "binary"
+        return f"<ContentScanner {kind} size={self._size} newlines={self._newlines}>"
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _last(view: memoryview) -> int:
+    flat = view if view.format == "B" and view.ndim == 1 else view.cast("B")
+    return flat[-1]
+
+
+def tail_text(raw_tail: bytes, at_file_start: bool, chars: int = TAIL_CHARS) -> str:
+    """The last ``chars`` characters of a text file from its last ``chars * 4 + 3`` bytes.
+
+    ``at_file_start`` says whether ``raw_tail`` begins at offset 0.  When it does not, the
+    window may begin inside a character: its leading continuation bytes are dropped.
+    The file was validated as UTF-8 already; "replace" only keeps a damaged file from
+    failing the metadata write.
+    """
+    if chars <= 0:
+        return ""
+    start = 0
+    if not at_file_start:
+        while start < min(len(raw_tail), _MAX_PENDING) and 0x80 <= raw_tail[start] <= 0xBF:
+            start += 1
+    return raw_tail[start:].decode("utf-8", "replace")[-chars:]

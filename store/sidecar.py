@@ -1,0 +1,81 @@
+"""The metadata record of a staged file and its JSON sidecar, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .paths import ensure_dir
+from .scanner import NOT_TEXT, TAIL_CHARS, ScanResult, tail_text
+
+# Enough bytes to hold TAIL_CHARS characters of UTF-8 plus a split sequence before them.
+TAIL_BYTES = TAIL_CHARS * 4 + 3
+
+
+def read_tail(path: Path, size: int) -> bytes:
+    start = max(0, size - TAIL_BYTES)
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        return handle.read(size - start)
+
+
+def metadata_record(
+    *,
+    user: str,
+    relative: PurePosixPath,
+    size: int,
+    mtime: float,
+    digests: dict[str, str],
+    scan: ScanResult,
+    tail_bytes: bytes,
+    upload_id: str | None,
+    source: str,
+) -> dict[str, Any]:
+    """The record served by GET /metadata and stored as the sidecar (see DESIGN.md)."""
+    text = scan.is_text
+    record: dict[str, Any] = {
+        "name": relative.name,
+        "path": f"{user}/{relative}",
+        "mtime": int(mtime * 1000),
+        "size": size,
+        "isFolder": False,
+        "md5": digests["md5"],
+        "lineCount": scan.line_count,
+        "isText": text,
+        "head": scan.head if text else NOT_TEXT,
+        "tail": tail_text(tail_bytes, at_file_start=size <= TAIL_BYTES) if text else NOT_TEXT,
+        "source": source,
+        "uploadId": upload_id,
+    }
+    if "sha256" in digests:
+        record["sha256"] = digests["sha256"]
+    return record
+
+
+def write_sidecar(path: Path, record: dict[str, Any]) -> None:
+    """Temp file + fsync + rename: readers see the old sidecar or the new one, never half."""
+    ensure_dir(path.parent)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{id(record):x}.tmp")
+    try:
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, ensure_ascii=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The stored record, or None when missing or unreadable (then it is recomputed)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (FileNotFoundError, NotADirectoryError, ValueError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) else None

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .servers import TOKENS, RedisProcess, ServerProcess
+from .tus_client import TusTestClient
+
+
+@pytest.fixture
+def redis_proc(tmp_path: Path) -> Iterator[RedisProcess]:
+    proc = RedisProcess(tmp_path / "redis")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def tokens_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tokens.txt"
+    path.write_text(
+        "# test users\n" + "".join(f"{token} {user}\n" for user, token in TOKENS.items())
+    )
+    return path
+
+
+@pytest.fixture
+def make_server(tmp_path: Path, redis_proc: RedisProcess, tokens_file: Path):
+    """Start servers sharing this test's Redis and data dir (extra CLI args allowed)."""
+    started: list[ServerProcess] = []
+
+    def start(*extra_args: str, data_dir: Path | None = None) -> ServerProcess:
+        server = ServerProcess(
+            data_dir or tmp_path / "data", redis_proc.url, tokens_file, list(extra_args)
+        )
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server) -> ServerProcess:
+    return make_server()
+
+
+@pytest.fixture
+def alice(server: ServerProcess) -> TusTestClient:
+    return TusTestClient(server.files_url, TOKENS["alice"])
+
+
+@pytest.fixture
+def bob(server: ServerProcess) -> TusTestClient:
+    return TusTestClient(server.files_url, TOKENS["bob"])
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while block := handle.read(4 * 1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,78 @@
+"""The aiohttp application: routes, middlewares, and the per-worker services."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from store.state_store import StateStore
+
+from . import tus_endpoint
+from .auth import Authenticator, SingleUserAuth, TokensFileAuth
+from .config import Config
+from .error_middleware import errors_to_responses, tus_resumable_header
+from .services import SERVICES, Services
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        except OSError:
+            return False
+        return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def make_authenticator(config: Config) -> Authenticator:
+    if config.tokens_file is not None:
+        return TokensFileAuth(config.tokens_file)
+    if config.auth_url is not None:
+        raise SystemExit("--auth-url is not supported yet; use --tokens-file")
+    if not is_loopback_host(config.host):
+        raise SystemExit(
+            f"refusing to serve {config.host} without authentication: "
+            "give --tokens-file, or bind to a loopback address"
+        )
+    return SingleUserAuth(config.single_user or "local")
+
+
+def redis_client(url: str) -> Redis:
+    # Bounded timeouts: a Redis outage must become a 503, not a hung request.
+    return Redis.from_url(
+        url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15
+    )
+
+
+def create_app(config: Config, redis_url: str) -> web.Application:
+    app = web.Application(
+        middlewares=[tus_resumable_header, errors_to_responses],
+        client_max_size=1024**2,  # request.post()/json() only; PATCH bodies are streamed
+    )
+    layout = config.layout
+    layout.create_dirs()
+    auth = make_authenticator(config)
+
+    async def services_context(app: web.Application) -> AsyncIterator[None]:
+        redis = redis_client(redis_url)
+        app[SERVICES] = Services(config, redis, StateStore(redis), layout, auth)
+        yield
+        await redis.aclose()
+
+    app.cleanup_ctx.append(services_context)
+    base = config.base_path.rstrip("/")
+    app.router.add_route("OPTIONS", f"{base}/", tus_endpoint.options)
+    app.router.add_route("OPTIONS", f"{base}/{{upload_id}}", tus_endpoint.options)
+    app.router.add_post(f"{base}/", tus_endpoint.create)
+    app.router.add_route("HEAD", f"{base}/{{upload_id}}", tus_endpoint.head)
+    app.router.add_patch(f"{base}/{{upload_id}}", tus_endpoint.patch)
+    app.router.add_delete(f"{base}/{{upload_id}}", tus_endpoint.delete)
+    app.router.add_post(f"{base}/{{upload_id}}", tus_endpoint.post_with_override)
+    return app

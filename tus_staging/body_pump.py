@@ -1,0 +1,158 @@
+"""The PATCH hot path: stream a request body into the partial file.
+
+Bytes arrive in the socket's chunk sizes; they are gathered into blocks of
+``block_size`` and each block makes exactly one executor hop that writes it at its
+offset and feeds the digests and the scanner (hashing releases the GIL). While one
+block is in the executor, the next one is read from the network: at most two blocks
+are in memory, whatever the upload's size.
+
+Commits (fsync, then offset + digest and scanner states to Redis, guarded by the lock
+token) happen every ``checkpoint_bytes`` and when the body ends for any reason —
+end of body, client gone, client silent for ``network_timeout``, another request
+asking for the lock. A lost lock stops the writer before its next block, uncommitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+import aiohttp
+from aiohttp import web
+
+from store.locks import UploadLock
+from store.partial import PartialWriter
+from store.state_store import StateStore
+
+
+class BodyEnd(Enum):
+    COMPLETE = "complete"  # the body ended normally
+    DISCONNECTED = "disconnected"  # the client went away mid-body
+    TIMED_OUT = "timed out"  # no byte for network_timeout seconds
+    RELEASED = "released"  # another request asked for the lock
+    TOO_LARGE = "too large"  # the body ran past the upload's length
+
+
+@dataclass
+class PumpSettings:
+    block_size: int
+    checkpoint_bytes: int
+    network_timeout: float
+
+
+@dataclass
+class PumpResult:
+    end: BodyEnd
+    committed_offset: int
+
+
+class BodyPump:
+    def __init__(
+        self,
+        request: web.Request,
+        writer: PartialWriter,
+        lock: UploadLock,
+        store: StateStore,
+        settings: PumpSettings,
+        limit: int | None,
+    ):
+        self.request = request
+        self.writer = writer
+        self.lock = lock
+        self.store = store
+        self.settings = settings
+        self.limit = limit  # highest offset the body may reach (None: unbounded)
+        self.committed = writer.offset
+        self._in_flight: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+
+    async def run(self) -> PumpResult:
+        """Stream, commit and report why the body ended. Errors (OSError, LockLost) propagate
+        after the last good state has been committed where that is still allowed."""
+        try:
+            end = await self._stream()
+        except BaseException:
+            await self._settle_after_error()
+            raise
+        await self._drain()
+        await self.commit()
+        return PumpResult(end, self.committed)
+
+    async def _stream(self) -> BodyEnd:
+        content = self.request.content
+        block = bytearray()
+        received = self.writer.offset  # offset the body has reached, including the buffer
+        last_byte_at = time.monotonic()
+        while True:
+            try:
+                async with asyncio.timeout(self.lock.settings.renew_every):
+                    chunk = await content.readany()
+            except TimeoutError:
+                # A quiet client: keep the lock alive and listen for release requests.
+                await self.lock.renew()
+                if self.lock.release_requested:
+                    await self._push(block)
+                    return BodyEnd.RELEASED
+                if time.monotonic() - last_byte_at >= self.settings.network_timeout:
+                    await self._push(block)
+                    return BodyEnd.TIMED_OUT
+                continue
+            except (aiohttp.ClientPayloadError, ConnectionError, asyncio.IncompleteReadError):
+                await self._push(block)
+                return BodyEnd.DISCONNECTED
+            if not chunk:
+                await self._push(block)
+                return BodyEnd.COMPLETE
+            last_byte_at = time.monotonic()
+            if self.limit is not None and received + len(chunk) > self.limit:
+                # Keep what fits; the rest is refused (413) and never written.
+                block += chunk[: self.limit - received]
+                await self._push(block)
+                return BodyEnd.TOO_LARGE
+            received += len(chunk)
+            block += chunk
+            if len(block) >= self.settings.block_size:
+                await self._push(block)
+                block = bytearray()
+                if self.lock.release_requested:
+                    return BodyEnd.RELEASED
+
+    async def _push(self, block: bytearray) -> None:
+        """Hand one block to the executor once the previous one is done."""
+        if not block:
+            return
+        await self._drain()
+        if self.writer.offset - self.committed >= self.settings.checkpoint_bytes:
+            await self.commit()
+        self.lock.check_valid()  # a writer that outlived its lock stops here
+        if self.lock.renewal_due():
+            await self.lock.renew()
+        self._in_flight = self._loop.run_in_executor(None, self.writer.absorb, block)
+
+    async def _drain(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            await in_flight
+
+    async def commit(self) -> None:
+        """fsync, then move the committed offset in Redis (only while the lock is ours)."""
+        if self.writer.offset == self.committed:
+            return
+        await self._loop.run_in_executor(None, self.writer.sync)
+        fields = self.writer.stream.redis_fields()
+        fields["offset"] = str(self.writer.offset).encode()
+        fields["updated"] = repr(time.time()).encode()
+        await self.store.update(self.lock, fields, expect_offset=self.committed)
+        self.committed = self.writer.offset
+
+    async def _settle_after_error(self) -> None:
+        """After a failed block (disk full, lost lock) keep what was written before it."""
+        # The block that failed is excluded from the writer's offset.
+        with contextlib.suppress(Exception):
+            await self._drain()
+        # Lock lost or disk failing: then the previous commit stands.
+        with contextlib.suppress(Exception):
+            await self.commit()

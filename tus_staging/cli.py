@@ -1,0 +1,132 @@
+"""The command line: ``tus-staging serve | upload | cleanup``.
+
+Every flag also reads from ``TUS_STAGING_<FLAG>`` (upper case, ``-`` → ``_``); a flag
+given on the command line wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import Config, MiB
+
+ENV_PREFIX = "TUS_STAGING_"
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+
+
+class EnvDefaults(argparse.ArgumentParser):
+    """An ArgumentParser whose option defaults come from TUS_STAGING_* variables."""
+
+    def add_argument(self, *names: str, **kwargs):  # type: ignore[no-untyped-def,override]
+        flag = next((n for n in names if n.startswith("--")), None)
+        if flag is not None and kwargs.get("action") not in ("help", "version"):
+            variable = env_name(flag)
+            if variable in os.environ:
+                raw = os.environ[variable]
+                if kwargs.get("action") == "store_true":
+                    kwargs["default"] = raw.strip().lower() in ("1", "true", "yes", "on")
+                else:
+                    kwargs["default"] = kwargs.get("type", str)(raw)
+            kwargs["help"] = (kwargs.get("help") or "") + f" [env {variable}]"
+        return super().add_argument(*names, **kwargs)
+
+
+def byte_size(text: str) -> int:
+    """1048576, 64K, 5M, 10G or 1T (binary units)."""
+    units = {"K": 1024, "M": MiB, "G": 1024 * MiB, "T": 1024 * 1024 * MiB}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tus-staging", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=EnvDefaults)
+
+    serve = commands.add_parser("serve", help="run the upload server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=1080, help="port to listen on")
+    add_storage_flags(serve)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument("--tokens-file", type=Path, help="lines of 'TOKEN USERNAME'")
+    serve.add_argument("--auth-url", help="KBase auth2-style token validation URL")
+    serve.add_argument("--max-size", type=byte_size, help="largest upload accepted, bytes")
+    serve.add_argument(
+        "--expire-after", type=float, default=7 * 24 * 3600.0,
+        help="seconds an unfinished upload is kept (default one week)",
+    )  # fmt: skip
+    serve.add_argument("--base-path", default="/files/", help="URL path of the tus endpoint")
+    serve.add_argument("--sha256", action="store_true", help="also compute sha256")
+    serve.add_argument(
+        "--block-size", type=byte_size, default=MiB, help="bytes per write+hash block"
+    )
+    serve.add_argument(
+        "--checkpoint-bytes", type=byte_size, default=64 * MiB,
+        help="fsync and commit every this many bytes of a PATCH body",
+    )  # fmt: skip
+    serve.add_argument(
+        "--network-timeout", type=float, default=60.0,
+        help="seconds a client may stay silent mid-body before its bytes are committed",
+    )  # fmt: skip
+    serve.add_argument(
+        "--single-user", default="local",
+        help="user name in single-user mode (no --tokens-file/--auth-url; loopback only)",
+    )  # fmt: skip
+    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+
+    upload = commands.add_parser("upload", help="upload files or directories")
+    upload.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
+    upload.add_argument("--url", required=True, help="the server's tus endpoint URL")
+    upload.add_argument("--token", help="authentication token")
+    upload.add_argument("--dest", default="", help="directory in your staging area")
+    upload.add_argument("--chunk-size", type=byte_size, default=64 * MiB, help="bytes per PATCH")
+
+    cleanup = commands.add_parser("cleanup", help="remove expired unfinished uploads now")
+    add_storage_flags(cleanup)
+    return parser
+
+
+def add_storage_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="data directory")
+    parser.add_argument("--staging-dir", type=Path, help="default DATA/staging")
+    parser.add_argument("--metadata-dir", type=Path, help="default DATA/metadata")
+    parser.add_argument("--upload-dir", type=Path, help="default DATA/uploads")
+    parser.add_argument("--redis-url", help="external Redis; default: embedded under DATA/redis")
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    fields = {name for name in Config.__dataclass_fields__ if name != "lock"}
+    return Config(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from .serve import serve
+
+        logging.basicConfig(
+            level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        return serve(config_from(args))
+    if args.command == "upload":
+        from .upload_command import upload
+
+        return upload(args)
+    if args.command == "cleanup":
+        from .serve import cleanup
+
+        return cleanup(config_from(args))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Service configuration: one dataclass, filled by the CLI (flags or TUS_STAGING_* env)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from store.layout import DataLayout
+from store.locks import LockSettings
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 1080
+    data_dir: Path = Path("data")
+    staging_dir: Path | None = None
+    metadata_dir: Path | None = None
+    upload_dir: Path | None = None
+    redis_url: str | None = None  # None: start an embedded Redis under data_dir/redis
+    workers: int = 1
+    tokens_file: Path | None = None
+    auth_url: str | None = None
+    max_size: int | None = None  # bytes; None: no limit
+    expire_after: float = 7 * 24 * 3600.0  # seconds an unfinished upload is kept
+    base_path: str = "/files/"
+    sha256: bool = False  # also compute sha256 of every upload
+    block_size: int = 1 * MiB  # bytes per write + digest hop
+    checkpoint_bytes: int = 64 * MiB  # fsync + commit every this many bytes of a PATCH
+    network_timeout: float = 60.0  # seconds without a byte from the client mid-body
+    lock: LockSettings = field(default_factory=LockSettings)
+    single_user: str | None = None  # set when neither tokens file nor auth url is given
+
+    @property
+    def layout(self) -> DataLayout:
+        return DataLayout.under(
+            self.data_dir,
+            staging_dir=self.staging_dir,
+            metadata_dir=self.metadata_dir,
+            upload_dir=self.upload_dir,
+        )
+
+    @property
+    def digest_names(self) -> list[str]:
+        return ["md5", "sha256"] if self.sha256 else ["md5"]
+
+    @property
+    def embedded_redis_dir(self) -> Path:
+        return self.data_dir / "redis"

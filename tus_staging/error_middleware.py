@@ -1,0 +1,59 @@
+"""Turn every refusal into its status with a one-line reason; never a 500 for bad input."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Awaitable, Callable
+
+import redis.exceptions
+from aiohttp import web
+
+from protocol.errors import InsufficientStorage, ServiceUnavailable, TusError
+from protocol.headers import TUS_VERSION
+from store.paths import UnsafePath
+
+log = logging.getLogger("tus_staging")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def error_response(error: TusError) -> web.Response:
+    return web.Response(
+        status=error.status,
+        text=error.reason + "\n",
+        headers=error.headers,
+        content_type="text/plain",
+    )
+
+
+@web.middleware
+async def errors_to_responses(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except TusError as error:
+        return error_response(error)
+    except UnsafePath as error:
+        return error_response(TusError(str(error), status=400))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        log.warning("redis unavailable during %s %s", request.method, request.path)
+        return error_response(ServiceUnavailable("state store unavailable, retry shortly"))
+    except OSError as error:
+        if error.errno in DISK_FULL:
+            return error_response(InsufficientStorage("no space left on the upload volume"))
+        raise
+
+
+@web.middleware
+async def tus_resumable_header(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every tus response but OPTIONS carries Tus-Resumable (errors included)."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        if request.method != "OPTIONS":
+            error.headers["Tus-Resumable"] = TUS_VERSION
+        raise
+    if request.method != "OPTIONS":
+        response.headers.setdefault("Tus-Resumable", TUS_VERSION)
+    return response

@@ -1,0 +1,68 @@
+"""Running the server (and the janitor by hand), with an embedded Redis when none is given."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from aiohttp import web
+
+from .app import create_app, redis_client
+from .config import Config
+from .embedded_redis import EmbeddedRedis
+from .janitor import remove_expired
+
+log = logging.getLogger("tus_staging")
+
+
+@contextlib.contextmanager
+def redis_for(config: Config) -> Iterator[str]:
+    """The configured Redis URL, or an embedded Redis started (and stopped) around the block."""
+    if config.redis_url:
+        yield config.redis_url
+        return
+    embedded = EmbeddedRedis(config.embedded_redis_dir)
+    url = embedded.start()
+    log.info("embedded redis at %s (append-only, %s)", url, config.embedded_redis_dir)
+    try:
+        yield url
+    finally:
+        embedded.stop()
+
+
+def serve(config: Config) -> int:
+    if config.workers != 1:
+        raise SystemExit("--workers N > 1 needs the multi-worker runner (not available yet)")
+    with redis_for(config) as url:
+        app = create_app(config, url)
+        log.info(
+            "tus endpoint http://%s:%d%s, data in %s",
+            config.host, config.port, config.base_path, config.data_dir.absolute(),
+        )  # fmt: skip
+        web.run_app(
+            app,
+            host=config.host,
+            port=config.port,
+            print=None,
+            keepalive_timeout=75,
+            shutdown_timeout=30,
+            access_log_format='%a "%r" %s %b %Tf',
+        )
+    return 0
+
+
+def cleanup(config: Config) -> int:
+    with redis_for(config) as url:
+        removed = asyncio.run(_cleanup(config, url))
+    print(f"removed {removed} expired upload(s)")
+    return 0
+
+
+async def _cleanup(config: Config, url: str) -> int:
+    redis = redis_client(url)
+    try:
+        return await remove_expired(redis, config.layout, config.lock)
+    finally:
+        await redis.aclose()

@@ -1,0 +1,30 @@
+"""The objects every handler needs, built once per worker and kept on the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from store.layout import DataLayout
+from store.state_store import StateStore
+
+from .auth import Authenticator
+from .config import Config
+
+
+@dataclass
+class Services:
+    config: Config
+    redis: Redis
+    store: StateStore
+    layout: DataLayout
+    auth: Authenticator
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def services_of(request: web.Request) -> Services:
+    return request.app[SERVICES]
