@@ -1,0 +1,135 @@
+"""Locks and guarded commits against a real Redis: a writer that lost its lock can't commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from protocol.errors import Locked
+from store.locks import LockLost, LockSettings, acquire_lock
+from store.record import UploadRecord, UploadStatus, new_upload_id
+from store.state_store import StaleOffset, StateStore, UploadVanished
+
+from .servers import RedisProcess
+
+FAST = LockSettings(ttl=0.5, renew_every=0.05, wait=0.3)
+
+
+@pytest.fixture
+async def redis(redis_proc: RedisProcess) -> AsyncIterator[Redis]:
+    client = Redis(unix_socket_path=str(redis_proc.socket))
+    yield client
+    await client.aclose()
+
+
+async def new_record(store: StateStore) -> UploadRecord:
+    record = UploadRecord(
+        id=new_upload_id(), owner="alice", length=100, offset=0, metadata="", destination="f"
+    )
+    await store.create(record)
+    return record
+
+
+async def test_record_round_trips_through_redis(redis: Redis) -> None:
+    store = StateStore(redis)
+    record = UploadRecord(
+        id=new_upload_id(),
+        owner="alice",
+        length=None,
+        offset=7,
+        metadata="filename Zg==",
+        destination="a/b/f",
+        status=UploadStatus.FINALIZING,
+        created=1.5,
+        updated=2.5,
+        expires=3.5,
+        digest_states={"md5": b"\x00\x01state", "sha256": b"\xff" * 10},
+        scan_state=b'{"x": 1}',
+        partial_identity="1:2",
+        result=b"{}",
+    )
+    await store.create(record)
+    assert await store.get(record.id) == record
+    assert await store.get(new_upload_id()) is None
+
+
+async def test_second_acquirer_waits_then_gets_423_and_asks_for_release(redis: Redis) -> None:
+    holder = await acquire_lock(redis, "u1", FAST)
+    with pytest.raises(Locked) as refused:
+        await acquire_lock(redis, "u1", FAST)
+    assert refused.value.status == 423
+    await holder.renew()
+    assert holder.release_requested
+    await holder.release()
+    newcomer = await acquire_lock(redis, "u1", FAST)
+    await newcomer.renew()
+    assert not newcomer.release_requested  # a stale ask is cleared for the new holder
+    await newcomer.release()
+
+
+async def test_newcomer_gets_lock_once_holder_releases(redis: Redis) -> None:
+    holder = await acquire_lock(redis, "u2", FAST)
+    settings = LockSettings(ttl=5, renew_every=0.05, wait=3)
+
+    async def holder_honours_release() -> None:
+        while not holder.release_requested:
+            await asyncio.sleep(0.02)
+            await holder.renew()
+        await holder.release()
+
+    task = asyncio.create_task(holder_honours_release())
+    newcomer = await acquire_lock(redis, "u2", settings)
+    await task
+    assert newcomer.token != holder.token
+    await newcomer.release()
+
+
+async def test_commit_refused_after_lock_expired_and_taken(redis: Redis) -> None:
+    store = StateStore(redis)
+    record = await new_record(store)
+    stale = await acquire_lock(redis, record.id, FAST)
+    await asyncio.sleep(FAST.ttl + 0.1)
+    with pytest.raises(LockLost):
+        stale.check_valid()  # local check, no round trip
+    fresh = await acquire_lock(redis, record.id, FAST)
+    await store.update(fresh, {"offset": b"40"}, expect_offset=0)
+    with pytest.raises(LockLost):
+        await store.update(stale, {"offset": b"90"}, expect_offset=0)
+    with pytest.raises(LockLost):
+        await stale.renew()
+    current = await store.get(record.id)
+    assert current is not None and current.offset == 40
+
+
+async def test_commit_refused_from_stale_offset(redis: Redis) -> None:
+    store = StateStore(redis)
+    record = await new_record(store)
+    lock = await acquire_lock(redis, record.id, FAST)
+    await store.update(lock, {"offset": b"10"}, expect_offset=0)
+    with pytest.raises(StaleOffset):
+        await store.update(lock, {"offset": b"20"}, expect_offset=0)
+    current = await store.get(record.id)
+    assert current is not None and current.offset == 10
+
+
+async def test_commit_to_deleted_upload_refused(redis: Redis) -> None:
+    store = StateStore(redis)
+    record = await new_record(store)
+    lock = await acquire_lock(redis, record.id, FAST)
+    await store.delete(lock)
+    with pytest.raises(UploadVanished):
+        await store.update(lock, {"offset": b"10"}, expect_offset=0)
+    assert await store.get(record.id) is None
+
+
+async def test_release_does_not_free_someone_elses_lock(redis: Redis) -> None:
+    stale = await acquire_lock(redis, "u3", FAST)
+    await asyncio.sleep(FAST.ttl + 0.1)
+    fresh = await acquire_lock(redis, "u3", FAST)
+    await stale.release()
+    with pytest.raises(Locked):
+        await acquire_lock(redis, "u3", FAST)
+    await fresh.release()
