@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .digest import DigestStateError, ResumableDigest
+from .digest import Digest, DigestStateError, ResumableDigest
 from .record import UploadRecord, digest_field
 from .scanner import ContentScanner, ScannerStateError
 
@@ -56,7 +56,7 @@ def read_blocks(path: Path, start: int, end: int, block: int = READ_BLOCK) -> It
 class StreamState:
     """Digests and scanner of the committed bytes, restorable on any worker."""
 
-    digests: dict[str, ResumableDigest]
+    digests: dict[str, Digest]
     scanner: ContentScanner
     recomputed: bool = False  # True when saved states could not be loaded
 
@@ -86,8 +86,9 @@ class StreamState:
                 for name in digest_names
             }
             scanner = ContentScanner.from_state(record.scan_state)
-            if scanner.size != record.offset:
-                raise ScannerStateError("scanner state does not match the committed offset")
+            sizes = {scanner.size, *(digest.length for digest in digests.values())}
+            if sizes != {record.offset}:
+                raise ScannerStateError("saved states do not match the committed offset")
             return cls(digests, scanner)
         except (DigestStateError, ScannerStateError, ValueError):
             state = cls.fresh(digest_names)

@@ -9,10 +9,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .paths import ensure_dir
-from .scanner import NOT_TEXT, TAIL_CHARS, ScanResult, tail_text
-
-# Enough bytes to hold TAIL_CHARS characters of UTF-8 plus a split sequence before them.
-TAIL_BYTES = TAIL_CHARS * 4 + 3
+from .scanner import NOT_TEXT, TAIL_BYTES, ScanResult, tail_text
 
 
 def read_tail(path: Path, size: int) -> bytes:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import requests
 
-from .servers import ServerProcess
+from store.record import upload_key
+
+from .servers import RedisProcess, ServerProcess
 from .tus_client import TusTestClient, encode_metadata
 
 
@@ -193,3 +195,20 @@ def test_same_name_overwrites_with_latest(server: ServerProcess, alice: TusTestC
     alice.upload(b"second\n", "v.txt")
     assert staged(server, "alice", "v.txt").read_bytes() == b"second\n"
     assert sidecar(server, "alice", "v.txt")["md5"] == hashlib.md5(b"second\n").hexdigest()
+
+
+def test_unloadable_digest_state_is_recomputed(
+    server: ServerProcess, alice: TusTestClient, redis_proc: RedisProcess
+) -> None:
+    data = os.urandom(3_000_000)
+    url = alice.create_url(len(data), "recomputed.bin")
+    assert alice.patch(url, 0, data[:1_234_567]).status_code == 204
+    key = upload_key(url.rsplit("/", 1)[1])
+    with redis_proc.client() as client:
+        # A state from another platform (or a damaged one) must not poison the md5.
+        client.hset(key, "digest:md5", b"rdigest 1 md5 92 sparc big\n" + b"\0" * 92)
+        client.hset(key, "scan", b"not json")
+    assert alice.patch(url, 1_234_567, data[1_234_567:]).status_code == 204
+    meta = sidecar(server, "alice", "recomputed.bin")
+    assert meta["md5"] == hashlib.md5(data).hexdigest()
+    assert meta["isText"] is False
