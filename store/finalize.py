@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,11 +29,12 @@ from redis.asyncio import Redis
 
 from protocol.errors import Conflict
 
+from .crash_points import crash_point
 from .layout import DataLayout
 from .locks import LockSettings, UploadLock, acquire_lock
 from .partial import StreamState, file_identity, partial_path
 from .paths import ensure_dir
-from .record import UploadRecord, UploadStatus
+from .record import FINALIZING_INDEX_KEY, UploadRecord, UploadStatus
 from .sidecar import metadata_record, read_tail, write_sidecar
 from .state_store import StateStore
 
@@ -101,6 +103,7 @@ def place_file(record: UploadRecord, layout: DataLayout) -> None:
             _copy_across_filesystems(partial, dest, record.id)
             copied = True
         _fsync_dir(dest.parent)
+        crash_point("finalize-after-move")
         ours = True
     else:
         # A crash came after the move: the staged file is ours only if still the same inode.
@@ -143,6 +146,8 @@ async def finalize(
             },
             expect_offset=record.offset,
         )
+        await redis.zadd(FINALIZING_INDEX_KEY, {record.id: time.time()})
+        crash_point("finalize-before-move")
     dest_lock = await acquire_lock(
         redis, destination_lock_name(record.owner, record.destination), lock_settings
     )
@@ -150,7 +155,9 @@ async def finalize(
         await asyncio.to_thread(place_file, record, layout)
     finally:
         await dest_lock.release()
+    crash_point("finalize-before-complete")
     record.status = UploadStatus.COMPLETE
     await store.update(lock, {"status": record.status.value.encode()})
     await store.set_expiry(record.id, None)
+    await redis.zrem(FINALIZING_INDEX_KEY, record.id)
     return record

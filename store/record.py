@@ -43,6 +43,8 @@ def release_key(upload_id: str) -> str:
 
 
 EXPIRY_INDEX_KEY = f"{KEY_PREFIX}:expiry"
+# Uploads in the FINALIZING state, scored by when they entered it (for the janitor).
+FINALIZING_INDEX_KEY = f"{KEY_PREFIX}:finalizing"
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import socket
 from collections.abc import AsyncIterator
@@ -15,6 +17,7 @@ from . import tus_endpoint
 from .auth import Authenticator, SingleUserAuth, TokensFileAuth
 from .config import Config
 from .error_middleware import errors_to_responses, tus_resumable_header
+from .janitor import janitor_loop
 from .services import SERVICES, Services
 
 
@@ -63,10 +66,24 @@ def create_app(config: Config, redis_url: str) -> web.Application:
     async def services_context(app: web.Application) -> AsyncIterator[None]:
         redis = redis_client(redis_url)
         app[SERVICES] = Services(config, redis, StateStore(redis), layout, auth)
+        janitor = None
+        if config.janitor_interval > 0:
+            janitor = asyncio.create_task(
+                janitor_loop(redis, layout, config.lock, config.janitor_interval)
+            )
         yield
+        if janitor is not None:
+            janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await janitor
         await redis.aclose()
 
+    async def on_shutdown(app: web.Application) -> None:
+        # Listening has stopped; streaming PATCHes now commit what they have and answer.
+        app[SERVICES].stopping.set()
+
     app.cleanup_ctx.append(services_context)
+    app.on_shutdown.append(on_shutdown)
     base = config.base_path.rstrip("/")
     app.router.add_route("OPTIONS", f"{base}/", tus_endpoint.options)
     app.router.add_route("OPTIONS", f"{base}/{{upload_id}}", tus_endpoint.options)

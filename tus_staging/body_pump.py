@@ -23,6 +23,7 @@ from enum import Enum
 import aiohttp
 from aiohttp import web
 
+from store.crash_points import crash_point
 from store.locks import UploadLock
 from store.partial import PartialWriter
 from store.state_store import StateStore
@@ -34,6 +35,7 @@ class BodyEnd(Enum):
     TIMED_OUT = "timed out"  # no byte for network_timeout seconds
     RELEASED = "released"  # another request asked for the lock
     TOO_LARGE = "too large"  # the body ran past the upload's length
+    SHUTDOWN = "shutdown"  # the worker is stopping
 
 
 @dataclass
@@ -58,6 +60,7 @@ class BodyPump:
         store: StateStore,
         settings: PumpSettings,
         limit: int | None,
+        stopping: asyncio.Event,
     ):
         self.request = request
         self.writer = writer
@@ -65,6 +68,7 @@ class BodyPump:
         self.store = store
         self.settings = settings
         self.limit = limit  # highest offset the body may reach (None: unbounded)
+        self.stopping = stopping
         self.committed = writer.offset
         self._in_flight: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
@@ -93,9 +97,9 @@ class BodyPump:
             except TimeoutError:
                 # A quiet client: keep the lock alive and listen for release requests.
                 await self.lock.renew()
-                if self.lock.release_requested:
+                if (end := self._asked_to_stop()) is not None:
                     await self._push(block)
-                    return BodyEnd.RELEASED
+                    return end
                 if time.monotonic() - last_byte_at >= self.settings.network_timeout:
                     await self._push(block)
                     return BodyEnd.TIMED_OUT
@@ -117,8 +121,15 @@ class BodyPump:
             if len(block) >= self.settings.block_size:
                 await self._push(block)
                 block = bytearray()
-                if self.lock.release_requested:
-                    return BodyEnd.RELEASED
+                if (end := self._asked_to_stop()) is not None:
+                    return end
+
+    def _asked_to_stop(self) -> BodyEnd | None:
+        if self.stopping.is_set():
+            return BodyEnd.SHUTDOWN
+        if self.lock.release_requested:
+            return BodyEnd.RELEASED
+        return None
 
     async def _push(self, block: bytearray) -> None:
         """Hand one block to the executor once the previous one is done."""
@@ -142,6 +153,7 @@ class BodyPump:
         if self.writer.offset == self.committed:
             return
         await self._loop.run_in_executor(None, self.writer.sync)
+        crash_point("commit-after-fsync")
         fields = self.writer.stream.redis_fields()
         fields["offset"] = str(self.writer.offset).encode()
         fields["updated"] = repr(time.time()).encode()

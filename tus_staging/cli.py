@@ -78,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a client may stay silent mid-body before its bytes are committed",
     )  # fmt: skip
     serve.add_argument(
+        "--keepalive-timeout", type=float, default=30.0,
+        help="seconds an idle connection (or an unfinished request head) is kept",
+    )  # fmt: skip
+    serve.add_argument(
+        "--lock-wait", type=float, default=20.0,
+        help="seconds a request waits for a busy upload before answering 423",
+    )  # fmt: skip
+    serve.add_argument(
+        "--janitor-interval", type=float, default=300.0,
+        help="seconds between janitor passes (expired uploads, stuck finalizes); 0 = off",
+    )  # fmt: skip
+    serve.add_argument(
         "--single-user", default="local",
         help="user name in single-user mode (no --tokens-file/--auth-url; loopback only)",
     )  # fmt: skip
@@ -104,7 +116,7 @@ def add_storage_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    fields = {name for name in Config.__dataclass_fields__ if name != "lock"}
+    fields = set(Config.__dataclass_fields__)
     return Config(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from store.layout import DataLayout
@@ -30,7 +30,11 @@ class Config:
     block_size: int = 1 * MiB  # bytes per write + digest hop
     checkpoint_bytes: int = 64 * MiB  # fsync + commit every this many bytes of a PATCH
     network_timeout: float = 60.0  # seconds without a byte from the client mid-body
-    lock: LockSettings = field(default_factory=LockSettings)
+    # Seconds an idle connection is kept; also bounds how long a client may take to send a
+    # complete request head (slow-loris protection: aiohttp counts that time as idle).
+    keepalive_timeout: float = 30.0
+    lock_wait: float = 20.0  # seconds a request waits for a busy upload before 423
+    janitor_interval: float = 300.0  # seconds between janitor passes (0: never)
     single_user: str | None = None  # set when neither tokens file nor auth url is given
 
     @property
@@ -41,6 +45,10 @@ class Config:
             metadata_dir=self.metadata_dir,
             upload_dir=self.upload_dir,
         )
+
+    @property
+    def lock(self) -> LockSettings:
+        return LockSettings(wait=self.lock_wait)
 
     @property
     def digest_names(self) -> list[str]:

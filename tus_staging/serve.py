@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from .app import create_app, redis_client
+from .app import create_app, make_authenticator, redis_client
 from .config import Config
 from .embedded_redis import EmbeddedRedis
 from .janitor import remove_expired
@@ -33,9 +33,15 @@ def redis_for(config: Config) -> Iterator[str]:
 
 
 def serve(config: Config) -> int:
-    if config.workers != 1:
-        raise SystemExit("--workers N > 1 needs the multi-worker runner (not available yet)")
+    if config.workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    make_authenticator(config)  # refuse a bad auth setup before anything starts
     with redis_for(config) as url:
+        if config.workers > 1:
+            from .workers import run_workers
+
+            run_workers(config, url)
+            return 0
         app = create_app(config, url)
         log.info(
             "tus endpoint http://%s:%d%s, data in %s",
@@ -46,7 +52,7 @@ def serve(config: Config) -> int:
             host=config.host,
             port=config.port,
             print=None,
-            keepalive_timeout=75,
+            keepalive_timeout=config.keepalive_timeout,
             shutdown_timeout=30,
             access_log_format='%a "%r" %s %b %Tf',
         )

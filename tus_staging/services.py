@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -21,6 +22,8 @@ class Services:
     store: StateStore
     layout: DataLayout
     auth: Authenticator
+    # Set when the worker is shutting down: streaming PATCHes commit what they have and stop.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 SERVICES = web.AppKey("services", Services)

@@ -22,6 +22,7 @@ from protocol.errors import (
     Locked,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
 )
 from protocol.headers import (
     TUS_VERSION,
@@ -189,6 +190,10 @@ async def patch(request: web.Request) -> web.Response:
             raise PayloadTooLarge(f"the body runs past Upload-Length {record.length}")
         if end is BodyEnd.RELEASED:
             raise Locked(f"another request took over upload {record.id} at {record.offset}")
+        if end is BodyEnd.SHUTDOWN:
+            raise ServiceUnavailable(
+                f"server restarting; upload {record.id} kept at {record.offset}", retry_after=2
+            )
         return web.Response(status=204, headers={"Upload-Offset": str(record.offset)})
 
 
@@ -271,6 +276,7 @@ async def _receive_body(
             services.store,
             PumpSettings(config.block_size, config.checkpoint_bytes, config.network_timeout),
             limit,
+            services.stopping,
         )
         try:
             result = await pump.run()
