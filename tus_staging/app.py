@@ -69,7 +69,9 @@ def create_app(config: Config, redis_url: str) -> web.Application:
         janitor = None
         if config.janitor_interval > 0:
             janitor = asyncio.create_task(
-                janitor_loop(redis, layout, config.lock, config.janitor_interval)
+                janitor_loop(
+                    redis, layout, config.lock, config.janitor_interval, config.stuck_finalize_age
+                )
             )
         yield
         if janitor is not None:

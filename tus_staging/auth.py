@@ -85,7 +85,10 @@ def parse_tokens_file(text: str, source: Path | str = "tokens file") -> dict[str
         if len(parts) != 2:
             raise ValueError(f"{source}:{number}: expected 'TOKEN USERNAME'")
         token, user = parts
-        users[token] = check_username(user)
+        try:
+            users[token] = check_username(user)
+        except ValueError as error:
+            raise ValueError(f"{source}:{number}: {error}") from None
     return users
 
 

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between janitor passes (expired uploads, stuck finalizes); 0 = off",
     )  # fmt: skip
     serve.add_argument(
+        "--stuck-finalize-age", type=float, default=60.0,
+        help="seconds after which the janitor completes a finalize whose request died",
+    )  # fmt: skip
+    serve.add_argument(
         "--single-user", default="local",
         help="user name in single-user mode (no --tokens-file/--auth-url; loopback only)",
     )  # fmt: skip

@@ -35,6 +35,8 @@ class Config:
     keepalive_timeout: float = 30.0
     lock_wait: float = 20.0  # seconds a request waits for a busy upload before 423
     janitor_interval: float = 300.0  # seconds between janitor passes (0: never)
+    # A finalize older than this is taken as interrupted (its request died) by the janitor.
+    stuck_finalize_age: float = 60.0
     single_user: str | None = None  # set when neither tokens file nor auth url is given
 
     @property

@@ -102,11 +102,15 @@ async def janitor_pass(
 
 
 async def janitor_loop(
-    redis: Redis, layout: DataLayout, lock_settings: LockSettings, interval: float
+    redis: Redis,
+    layout: DataLayout,
+    lock_settings: LockSettings,
+    interval: float,
+    stuck_finalize_age: float = STUCK_FINALIZE_AGE,
 ) -> None:
     # Start at a random point so that workers started together do not all knock at once.
     await asyncio.sleep(interval * (0.5 + secrets.randbelow(1000) / 1000))
     while True:
         with contextlib.suppress(Exception):
-            await janitor_pass(redis, layout, lock_settings, STUCK_FINALIZE_AGE)
+            await janitor_pass(redis, layout, lock_settings, stuck_finalize_age)
         await asyncio.sleep(interval)
