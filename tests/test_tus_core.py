@@ -212,3 +212,31 @@ def test_unloadable_digest_state_is_recomputed(
     meta = sidecar(server, "alice", "recomputed.bin")
     assert meta["md5"] == hashlib.md5(data).hexdigest()
     assert meta["isText"] is False
+
+
+def test_healthz_checks_redis_and_dirs(server: ServerProcess, redis_proc: RedisProcess) -> None:
+    response = requests.get(f"{server.url}/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"] == {
+        "redis": True, "staging_dir": True, "metadata_dir": True, "upload_dir": True,
+    }  # fmt: skip
+    redis_proc.stop()
+    try:
+        down = requests.get(f"{server.url}/healthz", timeout=30)
+        assert down.status_code == 503
+        assert down.json()["checks"]["redis"] is False
+    finally:
+        redis_proc.start()
+    assert requests.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_sha256_when_enabled(make_server) -> None:
+    server = make_server("--sha256")
+    alice = TusTestClient(server.files_url, "tok-alice")
+    data = os.urandom(2_500_000)
+    alice.upload(data, "hashed.bin")
+    meta = sidecar(server, "alice", "hashed.bin")
+    assert meta["sha256"] == hashlib.sha256(data).hexdigest()
+    assert meta["md5"] == hashlib.md5(data).hexdigest()

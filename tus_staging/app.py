@@ -17,6 +17,7 @@ from . import tus_endpoint
 from .auth import Authenticator, SingleUserAuth, TokensFileAuth
 from .config import Config
 from .error_middleware import errors_to_responses, tus_resumable_header
+from .health import healthz
 from .janitor import janitor_loop
 from .services import SERVICES, Services
 
@@ -94,4 +95,5 @@ def create_app(config: Config, redis_url: str) -> web.Application:
     app.router.add_patch(f"{base}/{{upload_id}}", tus_endpoint.patch)
     app.router.add_delete(f"{base}/{{upload_id}}", tus_endpoint.delete)
     app.router.add_post(f"{base}/{{upload_id}}", tus_endpoint.post_with_override)
+    app.router.add_get("/healthz", healthz)
     return app
