@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .checksums import BodyChecksum
 from .digest import Digest, DigestStateError, ResumableDigest
 from .record import UploadRecord, digest_field
 from .scanner import ContentScanner, ScannerStateError
@@ -107,6 +108,8 @@ class PartialWriter:
     offset: int
     stream: StreamState
     unsynced: int = 0
+    # The request's Upload-Checksum, fed in the same hop as the digests.
+    body_checksum: BodyChecksum | None = None
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
@@ -128,8 +131,15 @@ class PartialWriter:
         while written < len(view):
             written += os.pwrite(self.fd, view[written:], self.offset + written)
         self.stream.feed(view)
+        if self.body_checksum is not None:
+            self.body_checksum.update(view)
         self.offset += len(view)
         self.unsynced += len(view)
+
+    def discard_to(self, committed_offset: int) -> None:
+        """Drop bytes past the committed offset (a chunk that failed its checksum)."""
+        os.ftruncate(self.fd, committed_offset)
+        self.offset = committed_offset
 
     def sync(self) -> None:
         os.fsync(self.fd)

@@ -9,6 +9,7 @@ touching several of them stay valid on Redis Cluster.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -42,6 +43,11 @@ def release_key(upload_id: str) -> str:
     return f"{KEY_PREFIX}:{{{upload_id}}}:release"
 
 
+def finals_key(upload_id: str) -> str:
+    """The final uploads waiting for this partial upload (concatenation-unfinished)."""
+    return f"{KEY_PREFIX}:{{{upload_id}}}:finals"
+
+
 EXPIRY_INDEX_KEY = f"{KEY_PREFIX}:expiry"
 # Uploads in the FINALIZING state, scored by when they entered it (for the janitor).
 FINALIZING_INDEX_KEY = f"{KEY_PREFIX}:finalizing"
@@ -65,12 +71,29 @@ class UploadRecord:
     # finalize resumed after a crash can tell whether the staged file is ours.
     partial_identity: str = ""
     concat: str = ""  # the Upload-Concat header value ("" when not a concat upload)
+    parts: list[str] = field(default_factory=list)  # a final upload's partial upload ids
     # The staged file's metadata record (JSON), fixed when finalizing starts.
     result: bytes = b""
 
     @property
     def is_complete(self) -> bool:
         return self.status is UploadStatus.COMPLETE
+
+    @property
+    def is_partial_concat(self) -> bool:
+        return self.concat == "partial"
+
+    @property
+    def is_final_concat(self) -> bool:
+        return self.concat.startswith("final")
+
+    @property
+    def is_expired(self) -> bool:
+        return (
+            self.status is UploadStatus.PARTIAL
+            and self.expires is not None
+            and self.expires <= time.time()
+        )
 
     @property
     def is_full(self) -> bool:
@@ -91,6 +114,7 @@ class UploadRecord:
             "scan": self.scan_state,
             "partial_identity": self.partial_identity.encode(),
             "concat": self.concat.encode(),
+            "parts": " ".join(self.parts).encode(),
             "result": self.result,
         }
         for name, state in self.digest_states.items():
@@ -124,6 +148,7 @@ class UploadRecord:
             scan_state=raw.get(b"scan", b""),
             partial_identity=text("partial_identity"),
             concat=text("concat"),
+            parts=text("parts").split(),
             result=raw.get(b"result", b""),
         )
 

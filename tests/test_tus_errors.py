@@ -250,4 +250,4 @@ def test_metadata_header_is_echoed_exactly(alice: TusTestClient) -> None:
         alice.files_url, headers=alice.headers(Upload_Length="3", Upload_Metadata=header)
     )
     assert response.status_code == 201
-    assert alice.head(response.headers["Location"]).headers["Upload-Metadata"] == header
+    assert alice.head(alice.location(response)).headers["Upload-Metadata"] == header

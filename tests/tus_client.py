@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from urllib.parse import urljoin
 
 import requests
 
@@ -41,7 +42,11 @@ class TusTestClient:
     def create_url(self, length: int | None, filename: str = "file.bin", **meta: str) -> str:
         response = self.create(length, filename, **meta)
         assert response.status_code == 201, response.text
-        return response.headers["Location"]
+        return self.location(response)
+
+    def location(self, response: requests.Response) -> str:
+        """The upload URL from a 201, resolved like clients do (Location may be relative)."""
+        return urljoin(self.files_url, response.headers["Location"])
 
     def head(self, url: str) -> requests.Response:
         return self.session.head(url, headers=self.headers(), timeout=60)

@@ -16,6 +16,7 @@ from store.state_store import StateStore
 from . import tus_endpoint
 from .auth import Authenticator, SingleUserAuth, TokensFileAuth
 from .config import Config
+from .cors import CorsPolicy
 from .error_middleware import errors_to_responses, tus_resumable_header
 from .health import healthz
 from .janitor import janitor_loop
@@ -56,8 +57,9 @@ def redis_client(url: str) -> Redis:
 
 
 def create_app(config: Config, redis_url: str) -> web.Application:
+    cors = CorsPolicy(config.cors_origins, config.cors_credentials)
     app = web.Application(
-        middlewares=[tus_resumable_header, errors_to_responses],
+        middlewares=[cors.middleware(), tus_resumable_header, errors_to_responses],
         client_max_size=1024**2,  # request.post()/json() only; PATCH bodies are streamed
     )
     layout = config.layout

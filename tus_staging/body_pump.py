@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import aiohttp
 from aiohttp import web
 
+from protocol.errors import ChecksumMismatch
+from store.checksums import new_checksum
 from store.crash_points import crash_point
 from store.locks import UploadLock
 from store.partial import PartialWriter
@@ -43,6 +47,13 @@ class PumpSettings:
     block_size: int
     checkpoint_bytes: int
     network_timeout: float
+    expire_after: float  # each commit moves the upload's expiry this far ahead
+
+
+@dataclass(frozen=True)
+class ExpectedChecksum:
+    algorithm: str
+    digest: bytes
 
 
 @dataclass
@@ -61,6 +72,7 @@ class BodyPump:
         settings: PumpSettings,
         limit: int | None,
         stopping: asyncio.Event,
+        checksum: ExpectedChecksum | None = None,
     ):
         self.request = request
         self.writer = writer
@@ -69,7 +81,13 @@ class BodyPump:
         self.settings = settings
         self.limit = limit  # highest offset the body may reach (None: unbounded)
         self.stopping = stopping
+        self.checksum = checksum
+        if checksum is not None:
+            # Nothing of a checksummed body may be committed before the whole body is checked.
+            writer.body_checksum = new_checksum(checksum.algorithm)
+            self.settings = replace(settings, checkpoint_bytes=sys.maxsize)
         self.committed = writer.offset
+        self.expires: float | None = None  # set by each commit
         self._in_flight: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
 
@@ -82,8 +100,24 @@ class BodyPump:
             await self._settle_after_error()
             raise
         await self._drain()
+        if self.checksum is not None and not self._checksum_verified(end):
+            await self._loop.run_in_executor(None, self.writer.discard_to, self.committed)
+            if end is BodyEnd.COMPLETE:
+                raise ChecksumMismatch(
+                    f"body does not match Upload-Checksum {self.checksum.algorithm}; "
+                    f"chunk discarded, offset stays {self.committed}"
+                )
+            return PumpResult(end, self.committed)
         await self.commit()
         return PumpResult(end, self.committed)
+
+    def _checksum_verified(self, end: BodyEnd) -> bool:
+        # A body that did not arrive whole cannot be verified, so none of it is kept.
+        checksum = self.writer.body_checksum
+        assert self.checksum is not None and checksum is not None
+        return end is BodyEnd.COMPLETE and hmac.compare_digest(
+            checksum.digest(), self.checksum.digest
+        )
 
     async def _stream(self) -> BodyEnd:
         content = self.request.content
@@ -156,15 +190,22 @@ class BodyPump:
         crash_point("commit-after-fsync")
         fields = self.writer.stream.redis_fields()
         fields["offset"] = str(self.writer.offset).encode()
-        fields["updated"] = repr(time.time()).encode()
+        now = time.time()
+        expires = now + self.settings.expire_after
+        fields["updated"] = repr(now).encode()
+        fields["expires"] = repr(expires).encode()
         await self.store.update(self.lock, fields, expect_offset=self.committed)
         self.committed = self.writer.offset
+        self.expires = expires
+        await self.store.set_expiry(self.lock.upload_id, expires)
 
     async def _settle_after_error(self) -> None:
         """After a failed block (disk full, lost lock) keep what was written before it."""
         # The block that failed is excluded from the writer's offset.
         with contextlib.suppress(Exception):
             await self._drain()
+        if self.checksum is not None:
+            return  # an unverified checksummed body is never committed
         # Lock lost or disk failing: then the previous commit stands.
         with contextlib.suppress(Exception):
             await self.commit()

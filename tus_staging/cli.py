@@ -94,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds after which the janitor completes a finalize whose request died",
     )  # fmt: skip
     serve.add_argument(
+        "--behind-proxy", action="store_true",
+        help="build upload URLs from Forwarded / X-Forwarded-Proto / X-Forwarded-Host",
+    )  # fmt: skip
+    serve.add_argument(
+        "--cors-origins", default="*",
+        help="comma-separated origins allowed by CORS; '*' any (default); '' none",
+    )  # fmt: skip
+    serve.add_argument(
+        "--cors-credentials", action="store_true",
+        help="allow credentialed (cookie) cross-origin requests; needs explicit origins",
+    )  # fmt: skip
+    serve.add_argument(
         "--single-user", default="local",
         help="user name in single-user mode (no --tokens-file/--auth-url; loopback only)",
     )  # fmt: skip

@@ -37,6 +37,9 @@ class Config:
     janitor_interval: float = 300.0  # seconds between janitor passes (0: never)
     # A finalize older than this is taken as interrupted (its request died) by the janitor.
     stuck_finalize_age: float = 60.0
+    behind_proxy: bool = False  # trust Forwarded / X-Forwarded-* for Location URLs
+    cors_origins: str = "*"  # comma-separated allowed origins, "*" for any, "" for none
+    cors_credentials: bool = False  # allow cookies (kbase_session) cross-origin
     single_user: str | None = None  # set when neither tokens file nor auth url is given
 
     @property

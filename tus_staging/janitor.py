@@ -19,7 +19,7 @@ from store.finalize import finalize
 from store.layout import DataLayout
 from store.locks import LockSettings, acquire_lock
 from store.partial import partial_path, remove_partial
-from store.record import FINALIZING_INDEX_KEY, KEY_PREFIX, UploadStatus
+from store.record import FINALIZING_INDEX_KEY, KEY_PREFIX, UploadStatus, finals_key
 from store.state_store import StateStore
 
 log = logging.getLogger("tus_staging.janitor")
@@ -40,12 +40,16 @@ async def remove_expired(redis: Redis, layout: DataLayout, lock_settings: LockSe
             continue  # in use right now: not abandoned
         try:
             record = await store.get(upload_id)
-            if record is None or record.status is not UploadStatus.PARTIAL:
+            # Concat partials are never staged, so they go at expiry even when complete.
+            if record is None or (
+                record.status is not UploadStatus.PARTIAL and not record.is_partial_concat
+            ):
                 await store.set_expiry(upload_id, None)
                 continue
             if record.expires is None or record.expires > time.time():
                 continue  # extended meanwhile
             await store.delete(lock)
+            await redis.delete(finals_key(upload_id))
             await asyncio.to_thread(remove_partial, partial_path(layout.upload_dir, upload_id))
             removed += 1
             log.info("removed expired upload %s of %s", upload_id, record.owner)

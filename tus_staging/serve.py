@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .app import create_app, make_authenticator, redis_client
 from .config import Config
+from .cors import CorsPolicy
 from .embedded_redis import EmbeddedRedis
 from .janitor import remove_expired
 
@@ -35,7 +36,11 @@ def redis_for(config: Config) -> Iterator[str]:
 def serve(config: Config) -> int:
     if config.workers < 1:
         raise SystemExit("--workers must be at least 1")
-    make_authenticator(config)  # refuse a bad auth setup before anything starts
+    make_authenticator(config)  # refuse a bad auth or CORS setup before anything starts
+    try:
+        CorsPolicy(config.cors_origins, config.cors_credentials)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     with redis_for(config) as url:
         if config.workers > 1:
             from .workers import run_workers

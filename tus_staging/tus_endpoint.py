@@ -7,58 +7,62 @@ take its lock, act on the committed state in Redis, answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
 from protocol import extensions
+from protocol.dates import format_http_date
 from protocol.destination import upload_destination
 from protocol.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     Locked,
-    NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from protocol.forwarded import public_origin
 from protocol.headers import (
+    SUPPORTED_CHECKSUMS,
     TUS_VERSION,
     check_patch_content_type,
     check_tus_resumable,
+    parse_concat,
     parse_creation_length,
     parse_length,
     parse_method_override,
     parse_offset,
 )
 from protocol.metadata import decode_metadata
-from store.finalize import finalize
-from store.locks import LockLost, UploadLock, acquire_lock
-from store.partial import PartialWriter, StreamState, create_partial, partial_path, remove_partial
+from store.locks import acquire_lock
+from store.partial import StreamState, create_partial, partial_path, remove_partial
 from store.paths import ensure_dir
-from store.record import UploadRecord, UploadStatus, is_upload_id, new_upload_id
-from store.state_store import StaleOffset, UploadVanished
+from store.record import UploadRecord, UploadStatus, finals_key, new_upload_id
 
-from .body_pump import BodyEnd, BodyPump, PumpSettings
+from .body_pump import BodyEnd
+from .concatenation import create_final
 from .services import Services, services_of
+from .upload_ops import (
+    complete_upload,
+    declare_length,
+    declared_body_size,
+    expected_checksum,
+    has_body,
+    locked_upload,
+    receive_body,
+)
 
 SUPPORTED_EXTENSIONS = (
     extensions.CREATION,
     extensions.CREATION_WITH_UPLOAD,
     extensions.CREATION_DEFER_LENGTH,
     extensions.TERMINATION,
+    extensions.CHECKSUM,
+    extensions.EXPIRATION,
+    extensions.CONCATENATION,
+    extensions.CONCATENATION_UNFINISHED,
 )
-
-
-def tus_headers(record: UploadRecord) -> dict[str, str]:
-    headers = {"Upload-Offset": str(record.offset), "Cache-Control": "no-store"}
-    if record.length is None:
-        headers["Upload-Defer-Length"] = "1"
-    else:
-        headers["Upload-Length"] = str(record.length)
-    return headers
 
 
 async def options(request: web.Request) -> web.Response:
@@ -67,49 +71,11 @@ async def options(request: web.Request) -> web.Response:
         "Tus-Resumable": TUS_VERSION,
         "Tus-Version": TUS_VERSION,
         "Tus-Extension": extensions.advertised(SUPPORTED_EXTENSIONS),
+        "Tus-Checksum-Algorithm": ",".join(SUPPORTED_CHECKSUMS),
     }
     if services.config.max_size is not None:
         headers["Tus-Max-Size"] = str(services.config.max_size)
     return web.Response(status=204, headers=headers)
-
-
-async def _owned_record(services: Services, user: str, upload_id: str) -> UploadRecord:
-    """The caller's upload; another user's upload is as unknown as a missing one."""
-    record = await services.store.get(upload_id) if is_upload_id(upload_id) else None
-    if record is None or record.owner != user:
-        raise NotFound(f"no upload {upload_id!r}")
-    return record
-
-
-@contextlib.asynccontextmanager
-async def locked_upload(
-    services: Services, user: str, upload_id: str
-) -> AsyncIterator[tuple[UploadLock, UploadRecord]]:
-    """Hold the upload's lock and yield its committed record, read under the lock."""
-    await _owned_record(services, user, upload_id)
-    lock = await acquire_lock(services.redis, upload_id, services.config.lock)
-    try:
-        record = await _owned_record(services, user, upload_id)
-        if record.status is UploadStatus.FINALIZING:
-            # A finalize interrupted by a crash: complete it before anything else.
-            record = await finalize(
-                services.redis, services.store, lock, record, services.layout, None,
-                services.config.lock,
-            )  # fmt: skip
-        yield lock, record
-    finally:
-        await asyncio.shield(lock.release())
-
-
-async def head(request: web.Request) -> web.Response:
-    check_tus_resumable(request.headers.get("Tus-Resumable"))
-    services = services_of(request)
-    user = await services.auth.user_for(request)
-    async with locked_upload(services, user, request.match_info["upload_id"]) as (_, record):
-        headers = tus_headers(record)
-        if record.metadata:
-            headers["Upload-Metadata"] = record.metadata
-        return web.Response(status=200, headers=headers)
 
 
 async def create(request: web.Request) -> web.Response:
@@ -117,19 +83,43 @@ async def create(request: web.Request) -> web.Response:
     services = services_of(request)
     config = services.config
     user = await services.auth.user_for(request)
-    length = parse_creation_length(
-        request.headers.get("Upload-Length"), request.headers.get("Upload-Defer-Length")
-    )
-    if length is not None and config.max_size is not None and length > config.max_size:
-        raise PayloadTooLarge(f"Upload-Length {length} exceeds the maximum of {config.max_size}")
+    concat_header = request.headers.get("Upload-Concat")
+    concat = parse_concat(concat_header) if concat_header is not None else None
+    length: int | None = None
+    if concat is None or concat.kind == "partial":
+        # A final upload's length is the sum of its parts.
+        length = parse_creation_length(
+            request.headers.get("Upload-Length"), request.headers.get("Upload-Defer-Length")
+        )
+        if length is not None and config.max_size is not None and length > config.max_size:
+            raise PayloadTooLarge(
+                f"Upload-Length {length} exceeds the maximum of {config.max_size}"
+            )
     raw_metadata = request.headers.get("Upload-Metadata", "")
-    destination = upload_destination(decode_metadata(raw_metadata))
-    staged = services.layout.staged_path(user, destination)
-    has_body = _has_body(request)
-    if has_body:
+    metadata = decode_metadata(raw_metadata)
+    # A partial upload is never staged by itself: it needs no destination.
+    needs_destination = concat is None or concat.kind == "final"
+    destination = upload_destination(metadata) if needs_destination else None
+    if destination is not None:
+        staged = services.layout.staged_path(user, destination)
+        if await asyncio.to_thread(staged.is_dir):
+            raise BadRequest(f"destination {str(destination)!r} is an existing directory")
+        await asyncio.to_thread(ensure_dir, services.layout.user_home(user))
+
+    if concat is not None and concat.kind == "final":
+        if has_body(request):
+            raise Forbidden("a final upload (Upload-Concat: final) takes no body")
+        assert concat_header is not None and destination is not None
+        record = await create_final(
+            services, user, concat, concat_header.strip(), str(destination), raw_metadata
+        )
+        return web.Response(status=201, headers=_creation_headers(request, record))
+
+    with_body = has_body(request)
+    checksum = None
+    if with_body:
         check_patch_content_type(request.headers.get("Content-Type"))
-    if await asyncio.to_thread(staged.is_dir):
-        raise BadRequest(f"destination {str(destination)!r} is an existing directory")
+        checksum = expected_checksum(request)
 
     now = time.time()
     record = UploadRecord(
@@ -138,31 +128,53 @@ async def create(request: web.Request) -> web.Response:
         length=length,
         offset=0,
         metadata=raw_metadata,
-        destination=str(destination),
+        destination=str(destination) if destination is not None else "",
         created=now,
         updated=now,
         expires=now + config.expire_after,
+        concat="partial" if concat is not None else "",
     )
     stream = StreamState.fresh(config.digest_names)
     record.scan_state = stream.scanner.state()
     record.digest_states = {name: d.state() or b"" for name, d in stream.digests.items()}
-    await asyncio.to_thread(ensure_dir, services.layout.user_home(user))
     await asyncio.to_thread(create_partial, partial_path(services.layout.upload_dir, record.id))
     await services.store.create(record)
 
-    headers = {"Location": upload_url(request, record.id)}
-    if has_body or length == 0:
+    if with_body or length == 0:
         lock = await acquire_lock(services.redis, record.id, config.lock)
         try:
-            stream = None
-            if has_body:
-                record, _, stream = await _receive_body(request, services, lock, record)
+            received: StreamState | None = None
+            if with_body:
+                record, _, received = await receive_body(request, services, lock, record, checksum)
             if record.is_full:
-                record = await _finalize_now(services, lock, record, stream)
+                record = await complete_upload(services, lock, record, received)
         finally:
             await asyncio.shield(lock.release())
+    headers = _creation_headers(request, record)
+    if with_body:
         headers["Upload-Offset"] = str(record.offset)
     return web.Response(status=201, headers=headers)
+
+
+async def head(request: web.Request) -> web.Response:
+    check_tus_resumable(request.headers.get("Tus-Resumable"))
+    services = services_of(request)
+    user = await services.auth.user_for(request)
+    async with locked_upload(services, user, request.match_info["upload_id"]) as (_, record):
+        headers = {"Cache-Control": "no-store"}
+        # A final upload shows no offset until its concatenation has finished.
+        if not record.is_final_concat or record.status is UploadStatus.COMPLETE:
+            headers["Upload-Offset"] = str(record.offset)
+        if record.length is None:
+            headers["Upload-Defer-Length"] = "1"
+        else:
+            headers["Upload-Length"] = str(record.length)
+        if record.metadata:
+            headers["Upload-Metadata"] = record.metadata
+        if record.concat:
+            headers["Upload-Concat"] = record.concat
+        headers.update(_expiry_header(record))
+        return web.Response(status=200, headers=headers)
 
 
 async def patch(request: web.Request) -> web.Response:
@@ -170,21 +182,24 @@ async def patch(request: web.Request) -> web.Response:
     check_patch_content_type(request.headers.get("Content-Type"))
     client_offset = parse_offset(request.headers.get("Upload-Offset"))
     new_length = request.headers.get("Upload-Length")
+    checksum = expected_checksum(request)
     services = services_of(request)
     user = await services.auth.user_for(request)
     async with locked_upload(services, user, request.match_info["upload_id"]) as (lock, record):
+        if record.is_final_concat:
+            raise Forbidden(f"upload {record.id} is a final upload: it takes no PATCH")
         if client_offset != record.offset:
             raise Conflict(
                 f"Upload-Offset {client_offset} does not match the upload's offset {record.offset}"
             )
         if new_length is not None:
-            record = await _declare_length(services, lock, record, parse_length(new_length))
+            record = await declare_length(services, lock, record, parse_length(new_length))
         end = BodyEnd.COMPLETE
         if record.status is UploadStatus.PARTIAL:
-            record, end, stream = await _receive_body(request, services, lock, record)
+            record, end, stream = await receive_body(request, services, lock, record, checksum)
             if record.is_full:
-                record = await _finalize_now(services, lock, record, stream)
-        elif _declared_body_size(request):
+                record = await complete_upload(services, lock, record, stream)
+        elif declared_body_size(request):
             raise PayloadTooLarge(f"upload {record.id} is already complete")
         if end is BodyEnd.TOO_LARGE:
             raise PayloadTooLarge(f"the body runs past Upload-Length {record.length}")
@@ -194,15 +209,18 @@ async def patch(request: web.Request) -> web.Response:
             raise ServiceUnavailable(
                 f"server restarting; upload {record.id} kept at {record.offset}", retry_after=2
             )
-        return web.Response(status=204, headers={"Upload-Offset": str(record.offset)})
+        headers = {"Upload-Offset": str(record.offset), **_expiry_header(record)}
+        return web.Response(status=204, headers=headers)
 
 
 async def delete(request: web.Request) -> web.Response:
     check_tus_resumable(request.headers.get("Tus-Resumable"))
     services = services_of(request)
     user = await services.auth.user_for(request)
-    async with locked_upload(services, user, request.match_info["upload_id"]) as (lock, record):
+    upload_id = request.match_info["upload_id"]
+    async with locked_upload(services, user, upload_id, allow_expired=True) as (lock, record):
         await services.store.delete(lock)
+        await services.redis.delete(finals_key(record.id))
         await asyncio.to_thread(remove_partial, partial_path(services.layout.upload_dir, record.id))
     return web.Response(status=204)
 
@@ -216,94 +234,23 @@ async def post_with_override(request: web.Request) -> web.Response:
     return await handler(request)
 
 
-def upload_url(request: web.Request, upload_id: str) -> str:
-    base = services_of(request).config.base_path
-    return str(request.url.with_path(f"{base}{upload_id}").with_query(None))
+def upload_url(request: web.Request, services: Services, upload_id: str) -> str:
+    """Relative unless behind a proxy: clients resolve it against the URL they used."""
+    path = f"{services.config.base_path}{upload_id}"
+    if not services.config.behind_proxy:
+        return path
+    origin = public_origin(request.headers)
+    scheme = origin.scheme or request.scheme
+    host = origin.host or request.host
+    return f"{scheme}://{host}{path}"
 
 
-def _declared_body_size(request: web.Request) -> int | None:
-    if request.content_length is not None:
-        return request.content_length
-    return None if not request.body_exists else -1  # chunked: size unknown
+def _creation_headers(request: web.Request, record: UploadRecord) -> dict[str, str]:
+    services = services_of(request)
+    return {"Location": upload_url(request, services, record.id), **_expiry_header(record)}
 
 
-def _has_body(request: web.Request) -> bool:
-    size = _declared_body_size(request)
-    return size is not None and size != 0
-
-
-async def _declare_length(
-    services: Services, lock: UploadLock, record: UploadRecord, length: int
-) -> UploadRecord:
-    """creation-defer-length: the length may be set once, and not below the offset."""
-    if record.length is not None:
-        if length != record.length:
-            raise BadRequest(f"Upload-Length is already {record.length}, cannot change it")
-        return record
-    if length < record.offset:
-        raise BadRequest(f"Upload-Length {length} is below the upload's offset {record.offset}")
-    max_size = services.config.max_size
-    if max_size is not None and length > max_size:
-        raise PayloadTooLarge(f"Upload-Length {length} exceeds the maximum of {max_size}")
-    await services.store.update(lock, {"length": str(length).encode()})
-    record.length = length
-    return record
-
-
-async def _receive_body(
-    request: web.Request, services: Services, lock: UploadLock, record: UploadRecord
-) -> tuple[UploadRecord, BodyEnd, StreamState]:
-    """Stream the body at the committed offset and commit what arrives."""
-    config = services.config
-    limit = record.length if record.length is not None else config.max_size
-    declared = _declared_body_size(request)
-    if (
-        limit is not None
-        and declared is not None
-        and declared > 0
-        and (record.offset + declared > limit)
-    ):
-        raise PayloadTooLarge(
-            f"a body of {declared} bytes at offset {record.offset} runs past {limit}"
-        )
-    path = partial_path(services.layout.upload_dir, record.id)
-    writer = await asyncio.to_thread(_open_writer, record, config.digest_names, path)
-    try:
-        pump = BodyPump(
-            request,
-            writer,
-            lock,
-            services.store,
-            PumpSettings(config.block_size, config.checkpoint_bytes, config.network_timeout),
-            limit,
-            services.stopping,
-        )
-        try:
-            result = await pump.run()
-        except LockLost as error:
-            raise Locked(f"{error}; resume from HEAD") from None
-        except (StaleOffset, UploadVanished) as error:
-            raise NotFound(str(error)) from None
-        record.offset = result.committed_offset
-        return record, result.end, writer.stream
-    finally:
-        await asyncio.to_thread(writer.close)
-
-
-def _open_writer(record: UploadRecord, digest_names: list[str], path: Path) -> PartialWriter:
-    stream = StreamState.restore(record, digest_names, path)
-    return PartialWriter.open(path, record.offset, stream)
-
-
-async def _finalize_now(
-    services: Services, lock: UploadLock, record: UploadRecord, stream: StreamState | None
-) -> UploadRecord:
-    if stream is None:
-        path = partial_path(services.layout.upload_dir, record.id)
-        stream = await asyncio.to_thread(
-            StreamState.restore, record, services.config.digest_names, path
-        )
-    return await finalize(
-        services.redis, services.store, lock, record, services.layout, stream,
-        services.config.lock,
-    )  # fmt: skip
+def _expiry_header(record: UploadRecord) -> dict[str, str]:
+    if record.expires is None or record.status is not UploadStatus.PARTIAL:
+        return {}
+    return {"Upload-Expires": format_http_date(record.expires)}
