@@ -13,13 +13,15 @@ from redis.asyncio import Redis
 
 from store.state_store import StateStore
 
-from . import tus_endpoint
+from . import staging_api, tus_endpoint
 from .auth import Authenticator, SingleUserAuth, TokensFileAuth
 from .config import Config
 from .cors import CorsPolicy
 from .error_middleware import errors_to_responses, tus_resumable_header
 from .health import healthz
 from .janitor import janitor_loop
+from .kbase_auth import KBaseAuth
+from .metadata_service import MetadataService
 from .services import SERVICES, Services
 
 
@@ -40,11 +42,11 @@ def make_authenticator(config: Config) -> Authenticator:
     if config.tokens_file is not None:
         return TokensFileAuth(config.tokens_file)
     if config.auth_url is not None:
-        raise SystemExit("--auth-url is not supported yet; use --tokens-file")
+        return KBaseAuth(config.auth_url)
     if not is_loopback_host(config.host):
         raise SystemExit(
             f"refusing to serve {config.host} without authentication: "
-            "give --tokens-file, or bind to a loopback address"
+            "give --tokens-file or --auth-url, or bind to a loopback address"
         )
     return SingleUserAuth(config.single_user or "local")
 
@@ -68,7 +70,8 @@ def create_app(config: Config, redis_url: str) -> web.Application:
 
     async def services_context(app: web.Application) -> AsyncIterator[None]:
         redis = redis_client(redis_url)
-        app[SERVICES] = Services(config, redis, StateStore(redis), layout, auth)
+        metadata = MetadataService(redis, layout, config.digest_names)
+        app[SERVICES] = Services(config, redis, StateStore(redis), layout, auth, metadata)
         janitor = None
         if config.janitor_interval > 0:
             janitor = asyncio.create_task(
@@ -82,6 +85,8 @@ def create_app(config: Config, redis_url: str) -> web.Application:
             with contextlib.suppress(asyncio.CancelledError):
                 await janitor
         await redis.aclose()
+        if isinstance(auth, KBaseAuth):
+            await auth.close()
 
     async def on_shutdown(app: web.Application) -> None:
         # Listening has stopped; streaming PATCHes now commit what they have and answer.
@@ -98,4 +103,5 @@ def create_app(config: Config, redis_url: str) -> web.Application:
     app.router.add_delete(f"{base}/{{upload_id}}", tus_endpoint.delete)
     app.router.add_post(f"{base}/{{upload_id}}", tus_endpoint.post_with_override)
     app.router.add_get("/healthz", healthz)
+    staging_api.add_routes(app.router)
     return app

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from protocol.errors import InsufficientStorage, ServiceUnavailable, TusError
 from protocol.headers import TUS_VERSION
-from store.paths import UnsafePath
+from store.paths import PathInTheWay, UnsafePath
 
 log = logging.getLogger("tus_staging")
 
@@ -34,6 +34,8 @@ async def errors_to_responses(request: web.Request, handler: Handler) -> web.Str
         return await handler(request)
     except TusError as error:
         return error_response(error)
+    except PathInTheWay as error:  # a file where a folder is needed: a conflict with state
+        return error_response(TusError(str(error), status=409))
     except UnsafePath as error:
         return error_response(TusError(str(error), status=400))
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):

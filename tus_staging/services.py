@@ -13,6 +13,7 @@ from store.state_store import StateStore
 
 from .auth import Authenticator
 from .config import Config
+from .metadata_service import MetadataService
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Services:
     store: StateStore
     layout: DataLayout
     auth: Authenticator
+    metadata: MetadataService
     # Set when the worker is shutting down: streaming PATCHes commit what they have and stop.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 

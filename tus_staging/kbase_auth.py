@@ -1,0 +1,106 @@
+"""``--auth-url``: tokens validated by a KBase auth2-style service.
+
+``GET URL`` with the token in ``Authorization`` answers ``{"user": …, "expires": ms,
+"cachefor": ms}``. Answers are cached by the token's hash (never the token itself) for
+``cachefor`` milliseconds and never past ``expires``. The service down → 503; a token
+it refuses → 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from protocol.errors import ServiceUnavailable, Unauthorized
+
+from .auth import check_username, token_from_request
+
+DEFAULT_CACHE_SECONDS = 300.0
+MAX_CACHED_TOKENS = 10_000
+
+
+@dataclass
+class CachedUser:
+    user: str
+    valid_until: float  # monotonic clock
+
+
+class KBaseAuth:
+    def __init__(self, url: str, timeout: float = 10.0):
+        self.url = url
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._cache: dict[str, CachedUser] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._in_flight: dict[str, asyncio.Future[CachedUser]] = {}
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def user_for(self, request: web.Request) -> str:
+        token = token_from_request(request)
+        if token is None:
+            raise Unauthorized("no credentials: send 'Authorization: <KBase token>'")
+        key = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._cache.get(key)
+        if cached is not None and cached.valid_until > time.monotonic():
+            return cached.user
+        # Many requests with one new token ask the auth service once.
+        pending = self._in_flight.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._ask(token))
+            self._in_flight[key] = pending
+            pending.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        answer = await asyncio.shield(pending)
+        self._remember(key, answer)
+        return answer.user
+
+    def _remember(self, key: str, answer: CachedUser) -> None:
+        if len(self._cache) >= MAX_CACHED_TOKENS:
+            now = time.monotonic()
+            self._cache = {k: v for k, v in self._cache.items() if v.valid_until > now}
+            if len(self._cache) >= MAX_CACHED_TOKENS:
+                self._cache.clear()
+        self._cache[key] = answer
+
+    async def _ask(self, token: str) -> CachedUser:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        try:
+            async with self._session.get(self.url, headers={"Authorization": token}) as answer:
+                if answer.status in (401, 403):
+                    raise Unauthorized("invalid token")
+                if answer.status >= 500:
+                    raise ServiceUnavailable(f"auth service answered {answer.status}")
+                if answer.status != 200:
+                    raise Unauthorized(f"auth service refused the token ({answer.status})")
+                body = await answer.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise ServiceUnavailable(f"auth service unreachable: {type(error).__name__}") from None
+        return cached_user_from(body)
+
+
+def cached_user_from(body: object) -> CachedUser:
+    """The user and how long to trust the answer, from an auth2 token record."""
+    if not isinstance(body, dict) or not isinstance(body.get("user"), str):
+        raise ServiceUnavailable("auth service answered without a user name")
+    try:
+        user = check_username(body["user"])
+    except ValueError:
+        raise Unauthorized("the auth service's user name cannot name a directory") from None
+    now_ms = time.time() * 1000
+    lifetime = DEFAULT_CACHE_SECONDS
+    cachefor = body.get("cachefor")
+    if isinstance(cachefor, int | float) and cachefor >= 0:
+        lifetime = cachefor / 1000
+    expires = body.get("expires")
+    if isinstance(expires, int | float):
+        lifetime = min(lifetime, max(0.0, (expires - now_ms) / 1000))
+        if expires <= now_ms:
+            raise Unauthorized("token expired")
+    return CachedUser(user, time.monotonic() + lifetime)
