@@ -1,0 +1,62 @@
+"""A small real HTTP server that behaves like KBase auth2's GET /api/V2/token."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeAuthService:
+    """Tokens map to users; counts the calls it answered; can be made to fail."""
+
+    def __init__(self, users: dict[str, str], cachefor_ms: int = 300_000):
+        self.users = users
+        self.cachefor_ms = cachefor_ms
+        self.expires_ms: dict[str, int] = {}
+        self.calls = 0
+        self.failing = False
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                service.calls += 1
+                token = self.headers.get("Authorization", "")
+                if service.failing:
+                    self._answer(500, {"error": {"message": "database down"}})
+                elif token in service.users:
+                    now = int(time.time() * 1000)
+                    expires = service.expires_ms.get(token, now + 3_600_000)
+                    self._answer(200, {
+                        "user": service.users[token], "expires": expires,
+                        "cachefor": service.cachefor_ms, "type": "Login",
+                    })  # fmt: skip
+                else:
+                    self._answer(401, {"error": {"appcode": 10020, "message": "Invalid token"}})
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/api/V2/token"
+
+    def __enter__(self) -> FakeAuthService:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,97 @@
+"""--auth-url against a real small HTTP server that behaves like KBase auth2."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from .fake_auth import FakeAuthService
+from .servers import RedisProcess, ServerProcess
+
+USERS = {"kb-token-1": "kbuser", "kb-token-2": "other"}
+
+
+@pytest.fixture
+def auth_service() -> Iterator[FakeAuthService]:
+    with FakeAuthService(dict(USERS), cachefor_ms=1500) as service:
+        yield service
+
+
+@pytest.fixture
+def kbase_server(
+    tmp_path: Path, redis_proc: RedisProcess, auth_service: FakeAuthService
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(
+        tmp_path / "data", redis_proc.url, None, ["--auth-url", auth_service.url]
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def whoami(server: ServerProcess, **kwargs) -> requests.Response:
+    return requests.get(f"{server.url}/test-auth", **kwargs)
+
+
+def test_token_in_header_or_cookie(kbase_server: ServerProcess) -> None:
+    assert whoami(kbase_server, headers={"Authorization": "kb-token-1"}).text.endswith("kbuser")
+    bearer = whoami(kbase_server, headers={"Authorization": "Bearer kb-token-2"})
+    assert bearer.text.endswith("other")
+    cookie = whoami(kbase_server, cookies={"kbase_session": "kb-token-1"})
+    assert cookie.text.endswith("kbuser")
+    backup = whoami(kbase_server, cookies={"kbase_session_backup": "kb-token-2"})
+    assert backup.text.endswith("other")
+
+
+def test_bad_or_missing_token_is_401(kbase_server: ServerProcess) -> None:
+    assert whoami(kbase_server, headers={"Authorization": "forged"}).status_code == 401
+    assert whoami(kbase_server).status_code == 401
+
+
+def test_answers_are_cached_for_cachefor(
+    kbase_server: ServerProcess, auth_service: FakeAuthService
+) -> None:
+    headers = {"Authorization": "kb-token-1"}
+    for _ in range(5):
+        assert whoami(kbase_server, headers=headers).status_code == 200
+    assert auth_service.calls == 1
+    time.sleep(1.7)  # cachefor is 1500 ms
+    assert whoami(kbase_server, headers=headers).status_code == 200
+    assert auth_service.calls == 2
+
+
+def test_cache_never_outlives_expires(
+    kbase_server: ServerProcess, auth_service: FakeAuthService
+) -> None:
+    auth_service.cachefor_ms = 3_600_000
+    auth_service.expires_ms["kb-token-2"] = int(time.time() * 1000) + 1000
+    headers = {"Authorization": "kb-token-2"}
+    assert whoami(kbase_server, headers=headers).status_code == 200
+    time.sleep(1.3)
+    assert whoami(kbase_server, headers=headers).status_code == 401
+
+
+def test_auth_service_down_is_503(
+    kbase_server: ServerProcess, auth_service: FakeAuthService
+) -> None:
+    auth_service.failing = True
+    response = whoami(kbase_server, headers={"Authorization": "kb-token-1"})
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+    auth_service.failing = False
+    assert whoami(kbase_server, headers={"Authorization": "kb-token-1"}).status_code == 200
+    auth_service.__exit__()
+    unreachable = whoami(kbase_server, headers={"Authorization": "kb-token-2"})
+    assert unreachable.status_code == 503
+
+
+def test_kbase_user_uploads_into_own_area(kbase_server: ServerProcess) -> None:
+    from .tus_client import TusTestClient
+
+    client = TusTestClient(kbase_server.files_url, "kb-token-1")
+    client.upload(b"kbase data\n", "kb.txt")
+    assert (kbase_server.data_dir / "staging" / "kbuser" / "kb.txt").read_bytes() == b"kbase data\n"

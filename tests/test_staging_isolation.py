@@ -1,0 +1,155 @@
+"""Isolation and concurrency of the staging API against the real server.
+
+Hypothesis throws paths at every route; nothing outside the caller's area is ever read,
+listed, written or deleted. Concurrent first requests and concurrent metadata requests
+are safe and computed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .servers import TOKENS, ServerProcess
+
+SECRET = b"bob's secret bytes"
+
+PATH_PIECES = st.sampled_from([
+    "..", ".", "", "bob", "secret.txt", "link", "out", "%2e%2e", "%2E%2E%2F", "..%2f",
+    "\\", "..\\..", "%00", "\x00", "\u2215", "\uff0f", "\u2025", "~", "/", "//", "etc",
+    "passwd", "a b", " lead", "ｅｔｃ", "%252e%252e", ".%2e", "%c0%ae%c0%ae",
+])  # fmt: skip
+PATHS = st.lists(st.one_of(PATH_PIECES, st.text(max_size=6)), max_size=6).map("/".join)
+
+
+def send(server: ServerProcess, method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
+    """A raw request line, so no client normalises the path before the server sees it."""
+    request = (
+        f"{method} {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {TOKENS['alice']}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("utf-8", "surrogateescape") + body
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    answer = b"".join(chunks)
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
+    return status, answer
+
+
+@pytest.fixture
+def planted(server: ServerProcess) -> Path:
+    staging = server.data_dir / "staging"
+    (staging / "bob").mkdir(parents=True)
+    (staging / "bob" / "secret.txt").write_bytes(SECRET)
+    alice = staging / "alice"
+    alice.mkdir(parents=True)
+    (alice / "mine.txt").write_bytes(b"alice's own")
+    outside = server.data_dir / "out"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(SECRET)
+    os.symlink(staging / "bob", alice / "link")
+    os.symlink(outside, alice / "out")
+    os.symlink(outside / "secret.txt", alice / "file-link")
+    return server.data_dir
+
+
+ROUTES = st.sampled_from(["list", "metadata", "download", "existence", "delete", "mv", "mkdir"])
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(path=PATHS, other=PATHS, route=ROUTES)
+def test_no_path_leaves_the_area(
+    server: ServerProcess, planted: Path, path: str, other: str, route: str
+) -> None:
+    target = "/" + route + "/" + quote(path, safe="/%\\")
+    method = {"delete": "DELETE", "mv": "PATCH", "mkdir": "POST"}.get(route, "GET")
+    new_path = json.dumps({"newPath": other}).encode()
+    body = new_path if route == "mv" else b""
+    status, answer = send(server, method, target, body)
+    assert status != 500 and status != 0, answer[:300]
+    assert SECRET not in answer
+    for secret in (planted / "staging" / "bob" / "secret.txt", planted / "out" / "secret.txt"):
+        assert secret.read_bytes() == SECRET
+    assert sorted(p.name for p in (planted / "staging" / "bob").iterdir()) == ["secret.txt"]
+    assert sorted(p.name for p in (planted / "out").iterdir()) == ["secret.txt"]
+    assert not (planted / "metadata" / "bob").exists()
+
+
+def test_twenty_first_requests_of_a_new_user(server: ServerProcess) -> None:
+    routes = ["/list/", "/test-auth", "/existence/x", "/metadata/", "/mkdir/a/b"]
+    barrier = threading.Barrier(20)
+
+    def first_request(index: int) -> int:
+        route = routes[index % len(routes)]
+        barrier.wait()
+        method = "POST" if route.startswith("/mkdir") else "GET"
+        return requests.request(
+            method, f"{server.url}{route}", headers={"Authorization": TOKENS["carol"]}
+        ).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(first_request, range(20)))
+    assert set(statuses) <= {200, 201}, statuses
+    assert (server.data_dir / "staging" / "carol" / "a" / "b").is_dir()
+
+
+def test_ten_metadata_requests_on_one_big_file_compute_once(server: ServerProcess) -> None:
+    home = server.data_dir / "staging" / "alice"
+    home.mkdir(parents=True)
+    big = home / "big.bin"
+    with open(big, "wb") as handle:  # 1 GiB, sparse: instant to make, read at full speed
+        handle.truncate(1 << 30)
+        handle.seek((1 << 30) - 5)
+        handle.write(b"tail!")
+    headers = {"Authorization": TOKENS["alice"]}
+    done = threading.Event()
+
+    def ask(_: int) -> dict:
+        response = requests.get(f"{server.url}/metadata/big.bin", headers=headers, timeout=300)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    quick: list[float] = []
+
+    def meanwhile() -> None:
+        # Other requests keep being answered while the file is hashed (nothing blocks).
+        while not done.is_set():
+            started = time.monotonic()
+            assert requests.get(f"{server.url}/test-service").status_code == 200
+            quick.append(time.monotonic() - started)
+
+    watcher = threading.Thread(target=meanwhile)
+    with ThreadPoolExecutor(10) as pool:
+        futures = [pool.submit(ask, i) for i in range(10)]
+        watcher.start()
+        answers = [f.result() for f in futures]
+    done.set()
+    watcher.join()
+    assert all(answer == answers[0] for answer in answers)
+    expected = hashlib.md5()
+    with open(big, "rb") as handle:
+        while block := handle.read(1 << 22):
+            expected.update(block)
+    assert answers[0]["md5"] == expected.hexdigest()
+    assert answers[0]["isText"] is False
+    assert server.log_path.read_text().count("computing metadata of alice/big.bin") == 1
+    assert len(quick) >= 3  # other requests were answered during the computation
+    print(f"\n/test-service during 10 x 1 GiB metadata: {len(quick)} answers, "
+          f"max {max(quick) * 1000:.1f} ms")  # fmt: skip
