@@ -43,7 +43,9 @@ class LockLost(Exception):
 
 @dataclass(frozen=True)
 class LockSettings:
-    ttl: float = 30.0  # seconds a lock lives without renewal
+    # Seconds a lock lives without renewal: short, so that a crashed holder's lock frees
+    # itself well within a newcomer's wait; holders renew every renew_every seconds.
+    ttl: float = 10.0
     renew_every: float = 1.0  # how often a streaming holder renews (and sees release asks)
     wait: float = 20.0  # how long a newcomer waits before answering 423
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 import requests
@@ -99,11 +104,15 @@ class ServerProcess:
         redis_url: str | None,
         tokens_file: Path | None,
         extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.data_dir = data_dir
         self.redis_url = redis_url
         self.tokens_file = tokens_file
         self.extra_args = list(extra_args or [])
+        # Extra environment for the next start() (e.g. TUS_STAGING_CRASH_AT); set it to
+        # None before a restart to start the same server without it.
+        self.env = dict(env or {})
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"server-{self.port}.log"
@@ -130,6 +139,7 @@ class ServerProcess:
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
         env = {k: v for k, v in os.environ.items() if not k.startswith("TUS_STAGING_")}
+        env.update(self.env or {})
         self.process = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env,
@@ -160,3 +170,84 @@ class ServerProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+# --- raw sockets: a PATCH whose body the test sends (or withholds) byte by byte ---------------
+
+
+def open_raw_patch(
+    upload_url: str, token: str | None, offset: int, content_length: int
+) -> socket.socket:
+    """Connect and send a PATCH request head declaring ``content_length``; no body yet."""
+    parts = urlsplit(upload_url)
+    assert parts.hostname is not None and parts.port is not None
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+    lines = [
+        f"PATCH {parts.path} HTTP/1.1",
+        f"Host: {parts.netloc}",
+        "Tus-Resumable: 1.0.0",
+        "Content-Type: application/offset+octet-stream",
+        f"Upload-Offset: {offset}",
+        f"Content-Length: {content_length}",
+    ]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return sock
+
+
+def unsent_bytes(sock: socket.socket) -> int:
+    """Bytes in the socket's send queue that the peer's kernel has not acknowledged."""
+    raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+    return struct.unpack("i", raw)[0]
+
+
+def _peer_receive_queue(sock: socket.socket) -> int | None:
+    """Bytes waiting in the *server's* kernel receive queue of this connection (loopback)."""
+    local_port = sock.getsockname()[1]
+    server_port = sock.getpeername()[1]
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as handle:
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                local, remote, queues = fields[1], fields[2], fields[4]
+                if (
+                    int(local.rsplit(":", 1)[1], 16) == server_port
+                    and int(remote.rsplit(":", 1)[1], 16) == local_port
+                ):
+                    return int(queues.split(":")[1], 16)
+    return None
+
+
+def wait_delivered(sock: socket.socket, timeout: float = 20) -> None:
+    """Wait until every byte sent on ``sock`` has been read by the server process."""
+    wait_until(
+        lambda: unsent_bytes(sock) == 0 and _peer_receive_queue(sock) in (0, None),
+        timeout,
+        "delivery of the sent bytes to the server",
+    )
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str]]:
+    """Read one HTTP response head (status, headers with lower-case names) from ``sock``."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError(f"connection closed before a full response head: {raw!r}")
+        raw += data
+    status_line, *header_lines = raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers
+
+
+def fast_forward_lock_expiry(client: redis.Redis) -> int:
+    """Delete every upload and destination lock, as if their TTL had run out; how many.
+
+    Only for use when no live process holds a lock (after a kill -9): the locks of a dead
+    process otherwise block its uploads for up to the lock TTL (30 s)."""
+    keys = list(client.scan_iter(match="tus-staging:{*}:lock"))
+    return int(client.delete(*keys)) if keys else 0

@@ -62,6 +62,24 @@ class PumpResult:
     committed_offset: int
 
 
+def salvage_buffered(content: aiohttp.StreamReader) -> bytes:
+    """The bytes that reached the server before its client vanished.
+
+    On a disconnect aiohttp marks the body as failed, and from then on its reads raise
+    before returning what is already buffered. Those bytes were received (the kernel
+    acknowledged them) and must be kept; lifting the error for one read_nowait() is the
+    only way to reach them (aiohttp 3.9-3.14; tests/test_interrupted_patch.py guards it).
+    """
+    error = content.exception()
+    content._exception = None
+    try:
+        return content.read_nowait()
+    except Exception:
+        return b""
+    finally:
+        content._exception = error
+
+
 class BodyPump:
     def __init__(
         self,
@@ -139,6 +157,10 @@ class BodyPump:
                     return BodyEnd.TIMED_OUT
                 continue
             except (aiohttp.ClientPayloadError, ConnectionError, asyncio.IncompleteReadError):
+                rest = salvage_buffered(content)
+                if self.limit is not None:
+                    rest = rest[: self.limit - received]
+                block += rest
                 await self._push(block)
                 return BodyEnd.DISCONNECTED
             if not chunk:
