@@ -59,6 +59,7 @@ class UploadLock:
         self.token = token
         self.settings = settings
         self.release_requested = False
+        self.waited = False  # the lock was busy when first asked for
         self._valid_until = 0.0
         self._renewed_at = 0.0
         self._mark_renewed(time.monotonic())
@@ -113,6 +114,7 @@ async def acquire_lock(redis: Redis, upload_id: str, settings: LockSettings) -> 
             await redis.delete(release_key(upload_id))
             lock = UploadLock(redis, upload_id, token, settings)
             lock._mark_renewed(started)
+            lock.waited = pause > 0.02
             return lock
         # Ask (again: the holder may have changed) and wait; the ask expires by itself.
         await redis.set(release_key(upload_id), b"1", px=int(settings.ttl * 1000))

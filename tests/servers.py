@@ -248,6 +248,6 @@ def fast_forward_lock_expiry(client: redis.Redis) -> int:
     """Delete every upload and destination lock, as if their TTL had run out; how many.
 
     Only for use when no live process holds a lock (after a kill -9): the locks of a dead
-    process otherwise block its uploads for up to the lock TTL (30 s)."""
+    process otherwise block its uploads until the lock TTL runs out."""
     keys = list(client.scan_iter(match="tus-staging:{*}:lock"))
     return int(client.delete(*keys)) if keys else 0

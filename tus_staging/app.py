@@ -18,10 +18,13 @@ from .auth import Authenticator, SingleUserAuth, TokensFileAuth
 from .config import Config
 from .cors import CorsPolicy
 from .error_middleware import errors_to_responses, tus_resumable_header
-from .health import healthz
+from .events import Events
+from .health import healthz, metrics
+from .hooks import Hooks
 from .janitor import janitor_loop
 from .kbase_auth import KBaseAuth
 from .metadata_service import MetadataService
+from .request_log import log_requests
 from .services import SERVICES, Services
 
 
@@ -61,7 +64,7 @@ def redis_client(url: str) -> Redis:
 def create_app(config: Config, redis_url: str) -> web.Application:
     cors = CorsPolicy(config.cors_origins, config.cors_credentials)
     app = web.Application(
-        middlewares=[cors.middleware(), tus_resumable_header, errors_to_responses],
+        middlewares=[log_requests, cors.middleware(), tus_resumable_header, errors_to_responses],
         client_max_size=1024**2,  # request.post()/json() only; PATCH bodies are streamed
     )
     layout = config.layout
@@ -71,12 +74,21 @@ def create_app(config: Config, redis_url: str) -> web.Application:
     async def services_context(app: web.Application) -> AsyncIterator[None]:
         redis = redis_client(redis_url)
         metadata = MetadataService(redis, layout, config.digest_names)
-        app[SERVICES] = Services(config, redis, StateStore(redis), layout, auth, metadata)
+        hooks = Hooks(config.hook_pre_create, config.hook_post_finish)
+        events = Events(redis, hooks.post_finish)
+        app[SERVICES] = Services(
+            config, redis, StateStore(redis), layout, auth, metadata, events, hooks
+        )
         janitor = None
         if config.janitor_interval > 0:
             janitor = asyncio.create_task(
                 janitor_loop(
-                    redis, layout, config.lock, config.janitor_interval, config.stuck_finalize_age
+                    redis,
+                    layout,
+                    config.lock,
+                    config.janitor_interval,
+                    config.stuck_finalize_age,
+                    events,
                 )
             )
         yield
@@ -84,6 +96,7 @@ def create_app(config: Config, redis_url: str) -> web.Application:
             janitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await janitor
+        await hooks.close()
         await redis.aclose()
         if isinstance(auth, KBaseAuth):
             await auth.close()
@@ -103,5 +116,6 @@ def create_app(config: Config, redis_url: str) -> web.Application:
     app.router.add_delete(f"{base}/{{upload_id}}", tus_endpoint.delete)
     app.router.add_post(f"{base}/{{upload_id}}", tus_endpoint.post_with_override)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     staging_api.add_routes(app.router)
     return app

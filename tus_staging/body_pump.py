@@ -32,6 +32,9 @@ from store.locks import UploadLock
 from store.partial import PartialWriter
 from store.state_store import StateStore
 
+from .metrics import BYTES_RECEIVED
+from .request_log import BYTES
+
 
 class BodyEnd(Enum):
     COMPLETE = "complete"  # the body ended normally
@@ -217,6 +220,8 @@ class BodyPump:
         fields["updated"] = repr(now).encode()
         fields["expires"] = repr(expires).encode()
         await self.store.update(self.lock, fields, expect_offset=self.committed)
+        BYTES_RECEIVED.inc(self.writer.offset - self.committed)
+        self.request[BYTES] = self.request.get(BYTES, 0) + self.writer.offset - self.committed
         self.committed = self.writer.offset
         self.expires = expires
         await self.store.set_expiry(self.lock.upload_id, expires)

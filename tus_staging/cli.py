@@ -7,15 +7,16 @@ given on the command line wins over the environment.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from .config import Config, MiB
 
 ENV_PREFIX = "TUS_STAGING_"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # see tus_staging/metrics.py
 
 
 def env_name(flag: str) -> str:
@@ -109,7 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--single-user", default="local",
         help="user name in single-user mode (no --tokens-file/--auth-url; loopback only)",
     )  # fmt: skip
+    serve.add_argument(
+        "--hook-pre-create", help="URL POSTed before an upload is created; non-2xx refuses it"
+    )
+    serve.add_argument(
+        "--hook-post-finish", help="URL POSTed (with retries) after an upload is finished"
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    serve.add_argument(
+        "--log-format", default="text", choices=("text", "json"), help="log line format"
+    )
 
     upload = commands.add_parser("upload", help="upload files or directories")
     upload.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
@@ -139,12 +149,15 @@ def config_from(args: argparse.Namespace) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
+        config = config_from(args)
+        if config.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+            # Before prometheus_client is imported anywhere: workers share counters by files.
+            os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="tus-staging-metrics-")
+        from .request_log import configure_logging
         from .serve import serve
 
-        logging.basicConfig(
-            level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
-        return serve(config_from(args))
+        configure_logging(config.log_level, config.log_format)
+        return serve(config)
     if args.command == "upload":
         from .upload_command import upload
 

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 from protocol.errors import BadRequest, Locked, PayloadTooLarge
 from protocol.headers import Concat
-from store.finalize import finalize
 from store.locks import LockSettings, UploadLock, acquire_lock
 from store.partial import (
     PartialWriter,
@@ -34,6 +33,7 @@ from store.record import (
     new_upload_id,
 )
 
+from .finishing import finish
 from .ownership import owned_record
 from .services import Services
 
@@ -86,6 +86,7 @@ async def create_final(
         parts=ids,
     )
     await services.store.create(record)
+    await services.events.emit("created", record)
     for upload_id in ids:
         await services.redis.sadd(finals_key(upload_id), record.id)
     await try_concatenate(services, record.id)
@@ -118,10 +119,7 @@ async def try_concatenate(services: Services, final_id: str) -> None:
         if not all(p is not None and p.status is UploadStatus.COMPLETE for p in partials):
             return
         stream = await _concatenate(services, lock, final)
-        await finalize(
-            services.redis, services.store, lock, final, services.layout, stream,
-            services.config.lock,
-        )  # fmt: skip
+        await finish(services, lock, final, stream)
     finally:
         await asyncio.shield(lock.release())
 

@@ -40,6 +40,10 @@ class Config:
     behind_proxy: bool = False  # trust Forwarded / X-Forwarded-* for Location URLs
     cors_origins: str = "*"  # comma-separated allowed origins, "*" for any, "" for none
     cors_credentials: bool = False  # allow cookies (kbase_session) cross-origin
+    hook_pre_create: str | None = None  # URL that may refuse an upload before it is created
+    hook_post_finish: str | None = None  # URL told of every finished upload (with retries)
+    log_format: str = "text"  # or "json"
+    log_level: str = "INFO"
     single_user: str | None = None  # set when neither tokens file nor auth url is given
 
     @property

@@ -1,4 +1,5 @@
-"""``GET /healthz``: Redis answers and the data directories are writable."""
+"""Operational endpoints: ``GET /healthz`` (Redis answers, data dirs writable) and
+``GET /metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from pathlib import Path
 
 import redis.exceptions
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
+from store.record import EXPIRY_INDEX_KEY
+
+from .metrics import exposition
 from .services import services_of
 
 
@@ -41,3 +46,15 @@ async def healthz(request: web.Request) -> web.Response:
         status=200 if healthy else 503,
         headers={"Cache-Control": "no-store"},
     )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    services = services_of(request)
+    # Open uploads come from the shared state, so every worker reports the same number.
+    scrape = CollectorRegistry()
+    open_uploads = Gauge(
+        "tus_staging_open_uploads", "uploads created and not yet complete", registry=scrape
+    )
+    open_uploads.set(await services.redis.zcard(EXPIRY_INDEX_KEY))
+    body = exposition() + generate_latest(scrape)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -22,6 +22,8 @@ from store.partial import partial_path, remove_partial
 from store.record import FINALIZING_INDEX_KEY, KEY_PREFIX, UploadStatus, finals_key
 from store.state_store import StateStore
 
+from .events import Events
+
 log = logging.getLogger("tus_staging.janitor")
 
 JANITOR_LOCK_KEY = f"{KEY_PREFIX}:janitor"
@@ -29,7 +31,9 @@ JANITOR_LOCK_KEY = f"{KEY_PREFIX}:janitor"
 STUCK_FINALIZE_AGE = 60.0
 
 
-async def remove_expired(redis: Redis, layout: DataLayout, lock_settings: LockSettings) -> int:
+async def remove_expired(
+    redis: Redis, layout: DataLayout, lock_settings: LockSettings, events: Events | None = None
+) -> int:
     """Remove every upload past its expiry that is not complete; returns how many."""
     store = StateStore(redis)
     removed = 0
@@ -53,13 +57,19 @@ async def remove_expired(redis: Redis, layout: DataLayout, lock_settings: LockSe
             await asyncio.to_thread(remove_partial, partial_path(layout.upload_dir, upload_id))
             removed += 1
             log.info("removed expired upload %s of %s", upload_id, record.owner)
+            if events is not None:
+                await events.emit("expired", record)
         finally:
             await lock.release()
     return removed
 
 
 async def complete_stuck_finalizes(
-    redis: Redis, layout: DataLayout, lock_settings: LockSettings, min_age: float
+    redis: Redis,
+    layout: DataLayout,
+    lock_settings: LockSettings,
+    min_age: float,
+    events: Events | None = None,
 ) -> int:
     """Finish finalizes that a crash interrupted and that no client came back for."""
     store = StateStore(redis)
@@ -76,8 +86,10 @@ async def complete_stuck_finalizes(
             if record is None or record.status is not UploadStatus.FINALIZING:
                 await redis.zrem(FINALIZING_INDEX_KEY, upload_id)
                 continue
-            await finalize(redis, store, lock, record, layout, None, lock_settings)
+            record = await finalize(redis, store, lock, record, layout, None, lock_settings)
             done += 1
+            if events is not None:
+                await events.emit("finished", record)
             log.info("completed interrupted finalize of upload %s", upload_id)
         finally:
             await lock.release()
@@ -90,15 +102,21 @@ def _quick(settings: LockSettings) -> LockSettings:
 
 
 async def janitor_pass(
-    redis: Redis, layout: DataLayout, lock_settings: LockSettings, min_finalize_age: float
+    redis: Redis,
+    layout: DataLayout,
+    lock_settings: LockSettings,
+    min_finalize_age: float,
+    events: Events | None = None,
 ) -> tuple[int, int] | None:
     """One pass, if no other janitor is running anywhere; None when another one is."""
     token = secrets.token_hex(8)
     if not await redis.set(JANITOR_LOCK_KEY, token, nx=True, px=10 * 60 * 1000):
         return None
     try:
-        expired = await remove_expired(redis, layout, lock_settings)
-        finalized = await complete_stuck_finalizes(redis, layout, lock_settings, min_finalize_age)
+        expired = await remove_expired(redis, layout, lock_settings, events)
+        finalized = await complete_stuck_finalizes(
+            redis, layout, lock_settings, min_finalize_age, events
+        )
         return expired, finalized
     finally:
         if await redis.get(JANITOR_LOCK_KEY) == token.encode():
@@ -111,10 +129,11 @@ async def janitor_loop(
     lock_settings: LockSettings,
     interval: float,
     stuck_finalize_age: float = STUCK_FINALIZE_AGE,
+    events: Events | None = None,
 ) -> None:
     # Start at a random point so that workers started together do not all knock at once.
     await asyncio.sleep(interval * (0.5 + secrets.randbelow(1000) / 1000))
     while True:
         with contextlib.suppress(Exception):
-            await janitor_pass(redis, layout, lock_settings, stuck_finalize_age)
+            await janitor_pass(redis, layout, lock_settings, stuck_finalize_age, events)
         await asyncio.sleep(interval)

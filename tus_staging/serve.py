@@ -59,7 +59,7 @@ def serve(config: Config) -> int:
             print=None,
             keepalive_timeout=config.keepalive_timeout,
             shutdown_timeout=30,
-            access_log_format='%a "%r" %s %b %Tf',
+            access_log=None,  # tus_staging.access logs each request (request_log.py)
         )
     return 0
 

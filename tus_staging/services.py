@@ -13,6 +13,8 @@ from store.state_store import StateStore
 
 from .auth import Authenticator
 from .config import Config
+from .events import Events
+from .hooks import Hooks
 from .metadata_service import MetadataService
 
 
@@ -24,6 +26,8 @@ class Services:
     layout: DataLayout
     auth: Authenticator
     metadata: MetadataService
+    events: Events
+    hooks: Hooks
     # Set when the worker is shutting down: streaming PATCHes commit what they have and stop.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -33,3 +37,12 @@ SERVICES = web.AppKey("services", Services)
 
 def services_of(request: web.Request) -> Services:
     return request.app[SERVICES]
+
+
+USER_KEY = "tus_staging.user"  # the authenticated user, for the request log
+
+
+async def authenticated_user(request: web.Request) -> str:
+    user = await request.app[SERVICES].auth.user_for(request)
+    request[USER_KEY] = user
+    return user

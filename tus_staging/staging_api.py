@@ -19,7 +19,7 @@ from protocol.errors import BadRequest, Conflict, Forbidden, NotFound
 from store.area_files import entry, list_directory, move_no_replace, remove_path
 from store.paths import ensure_dir
 
-from .services import Services, services_of
+from .services import Services, authenticated_user, services_of
 
 TEST_SERVICE_TEXT = "This is just a test. This is only a test."
 
@@ -37,7 +37,7 @@ def _relative(raw: str) -> PurePosixPath:
 async def _caller(request: web.Request) -> tuple[Services, str, Path]:
     """Authenticate; the user's home exists afterwards (made race-free on first use)."""
     services = services_of(request)
-    user = await services.auth.user_for(request)
+    user = await authenticated_user(request)
     home = services.layout.user_home(user)
     await asyncio.to_thread(ensure_dir, home)
     return services, user, home

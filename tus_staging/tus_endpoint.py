@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import PurePosixPath
+from typing import Any
 
 from aiohttp import web
 
@@ -42,7 +44,9 @@ from store.record import UploadRecord, UploadStatus, finals_key, new_upload_id
 
 from .body_pump import BodyEnd
 from .concatenation import create_final
-from .services import Services, services_of
+from .metrics import LOCK_RELEASES
+from .request_log import UPLOAD_ID
+from .services import Services, authenticated_user, services_of
 from .upload_ops import (
     complete_upload,
     declare_length,
@@ -82,7 +86,7 @@ async def create(request: web.Request) -> web.Response:
     check_tus_resumable(request.headers.get("Tus-Resumable"))
     services = services_of(request)
     config = services.config
-    user = await services.auth.user_for(request)
+    user = await authenticated_user(request)
     concat_header = request.headers.get("Upload-Concat")
     concat = parse_concat(concat_header) if concat_header is not None else None
     length: int | None = None
@@ -110,6 +114,9 @@ async def create(request: web.Request) -> web.Response:
         if has_body(request):
             raise Forbidden("a final upload (Upload-Concat: final) takes no body")
         assert concat_header is not None and destination is not None
+        await services.hooks.pre_create(
+            hook_payload(user, destination, None, metadata, concat_header)
+        )
         record = await create_final(
             services, user, concat, concat_header.strip(), str(destination), raw_metadata
         )
@@ -121,6 +128,9 @@ async def create(request: web.Request) -> web.Response:
         check_patch_content_type(request.headers.get("Content-Type"))
         checksum = expected_checksum(request)
 
+    await services.hooks.pre_create(
+        hook_payload(user, destination, length, metadata, concat_header)
+    )
     now = time.time()
     record = UploadRecord(
         id=new_upload_id(),
@@ -137,8 +147,16 @@ async def create(request: web.Request) -> web.Response:
     stream = StreamState.fresh(config.digest_names)
     record.scan_state = stream.scanner.state()
     record.digest_states = {name: d.state() or b"" for name, d in stream.digests.items()}
-    await asyncio.to_thread(create_partial, partial_path(services.layout.upload_dir, record.id))
-    await services.store.create(record)
+    partial = partial_path(services.layout.upload_dir, record.id)
+    await asyncio.to_thread(create_partial, partial)
+    try:
+        await services.store.create(record)
+    except BaseException:
+        # No record will ever point at it: the janitor would never find it.
+        await asyncio.to_thread(remove_partial, partial)
+        raise
+    request[UPLOAD_ID] = record.id
+    await services.events.emit("created", record)
 
     if with_body or length == 0:
         lock = await acquire_lock(services.redis, record.id, config.lock)
@@ -159,7 +177,7 @@ async def create(request: web.Request) -> web.Response:
 async def head(request: web.Request) -> web.Response:
     check_tus_resumable(request.headers.get("Tus-Resumable"))
     services = services_of(request)
-    user = await services.auth.user_for(request)
+    user = await authenticated_user(request)
     async with locked_upload(services, user, request.match_info["upload_id"]) as (_, record):
         headers = {"Cache-Control": "no-store"}
         # A final upload shows no offset until its concatenation has finished.
@@ -184,7 +202,7 @@ async def patch(request: web.Request) -> web.Response:
     new_length = request.headers.get("Upload-Length")
     checksum = expected_checksum(request)
     services = services_of(request)
-    user = await services.auth.user_for(request)
+    user = await authenticated_user(request)
     async with locked_upload(services, user, request.match_info["upload_id"]) as (lock, record):
         if record.is_final_concat:
             raise Forbidden(f"upload {record.id} is a final upload: it takes no PATCH")
@@ -204,6 +222,7 @@ async def patch(request: web.Request) -> web.Response:
         if end is BodyEnd.TOO_LARGE:
             raise PayloadTooLarge(f"the body runs past Upload-Length {record.length}")
         if end is BodyEnd.RELEASED:
+            LOCK_RELEASES.inc()
             raise Locked(f"another request took over upload {record.id} at {record.offset}")
         if end is BodyEnd.SHUTDOWN:
             raise ServiceUnavailable(
@@ -216,11 +235,12 @@ async def patch(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     check_tus_resumable(request.headers.get("Tus-Resumable"))
     services = services_of(request)
-    user = await services.auth.user_for(request)
+    user = await authenticated_user(request)
     upload_id = request.match_info["upload_id"]
     async with locked_upload(services, user, upload_id, allow_expired=True) as (lock, record):
         await services.store.delete(lock)
         await services.redis.delete(finals_key(record.id))
+        await services.events.emit("terminated", record)
         await asyncio.to_thread(remove_partial, partial_path(services.layout.upload_dir, record.id))
     return web.Response(status=204)
 
@@ -232,6 +252,24 @@ async def post_with_override(request: web.Request) -> web.Response:
     if handler is None:
         raise BadRequest("POST to an upload URL needs X-HTTP-Method-Override")
     return await handler(request)
+
+
+def hook_payload(
+    user: str,
+    destination: PurePosixPath | None,
+    length: int | None,
+    metadata: dict[str, bytes],
+    concat: str | None,
+) -> dict[str, Any]:
+    """What the pre-create hook is told of an upload about to be created."""
+    return {
+        "user": user,
+        "filename": destination.name if destination is not None else None,
+        "destination": str(destination) if destination is not None else None,
+        "length": length,
+        "metadata": {k: v.decode("utf-8", "replace") for k, v in metadata.items()},
+        "concat": concat,
+    }
 
 
 def upload_url(request: web.Request, services: Services, upload_id: str) -> str:

@@ -11,7 +11,6 @@ from aiohttp import web
 
 from protocol.errors import BadRequest, Gone, Locked, NotFound, PayloadTooLarge
 from protocol.headers import parse_checksum
-from store.finalize import finalize
 from store.locks import LockLost, UploadLock, acquire_lock
 from store.partial import PartialWriter, StreamState, partial_path
 from store.record import UploadRecord, UploadStatus
@@ -19,6 +18,8 @@ from store.state_store import StaleOffset, UploadVanished
 
 from .body_pump import BodyEnd, BodyPump, ExpectedChecksum, PumpSettings
 from .concatenation import partial_completed
+from .finishing import finish
+from .metrics import LOCK_WAITS
 from .ownership import owned_record
 from .services import Services
 
@@ -34,12 +35,11 @@ async def locked_upload(
         record = await owned_record(services, user, upload_id)
         if record.is_expired and not allow_expired:
             raise Gone(f"upload {upload_id} expired and is being removed")
+        if lock.waited:
+            LOCK_WAITS.inc()
         if record.status is UploadStatus.FINALIZING:
             # A finalize interrupted by a crash: complete it before anything else.
-            record = await finalize(
-                services.redis, services.store, lock, record, services.layout, None,
-                services.config.lock,
-            )  # fmt: skip
+            record = await finish(services, lock, record, None)
         yield lock, record
     finally:
         await asyncio.shield(lock.release())
@@ -138,7 +138,4 @@ async def complete_upload(
         stream = await asyncio.to_thread(
             StreamState.restore, record, services.config.digest_names, path
         )
-    return await finalize(
-        services.redis, services.store, lock, record, services.layout, stream,
-        services.config.lock,
-    )  # fmt: skip
+    return await finish(services, lock, record, stream)

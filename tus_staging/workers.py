@@ -37,8 +37,7 @@ class StagingServer(BaseApplication):  # type: ignore[misc]
             "keepalive": int(self.config.keepalive_timeout),
             "graceful_timeout": 30,
             "timeout": 60,  # heartbeat: a worker whose loop is stuck this long is replaced
-            "accesslog": "-",
-            "access_log_format": '%a "%r" %s %b %Tf',
+            "accesslog": None,  # tus_staging.access logs each request (request_log.py)
             "proc_name": "tus-staging",
         }
         for key, value in settings.items():
