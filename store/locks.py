@@ -7,6 +7,9 @@ well before it runs out. A request that wants a lock held by someone else sets t
 upload's *release* key; the holder sees it at its next renewal, commits what it has
 and lets go — this is how a new request takes over from one whose client vanished,
 across workers and hosts.
+
+When the process runs a :class:`~store.liveness.Liveness`, the lock's value names the
+holder's instance, and a newcomer takes over at once a lock whose holder is dead.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from redis.asyncio import Redis
 
 from protocol.errors import Locked
 
+from .liveness import Liveness, instance_key
+from .liveness import current as current_liveness
 from .record import lock_key, release_key
 
 # KEYS[1] lock, KEYS[2] release request; ARGV[1] token, ARGV[2] ttl ms.
@@ -28,6 +33,14 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return redis.call('EXISTS', KEYS[2])
+"""
+
+# KEYS[1] lock, KEYS[2] the holder's instance key; ARGV[1] the holder's token.
+# Deletes the lock if that holder still has it and its instance is gone (it died).
+_TAKE_OVER_FROM_DEAD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+return redis.call('DEL', KEYS[1])
 """
 
 # KEYS[1] lock; ARGV[1] token. Deletes the lock only if we still hold it.
@@ -53,8 +66,17 @@ class LockSettings:
 class UploadLock:
     """One held lock. Create with :func:`acquire_lock`."""
 
-    def __init__(self, redis: Redis, upload_id: str, token: str, settings: LockSettings):
+    def __init__(
+        self,
+        redis: Redis,
+        upload_id: str,
+        token: str,
+        settings: LockSettings,
+        liveness: Liveness | None = None,
+    ):
         self.redis = redis
+        self.liveness = liveness
+        self.generation = liveness.generation if liveness is not None else 0
         self.upload_id = upload_id  # or any name sharing the upload key scheme (destinations)
         self.token = token
         self.settings = settings
@@ -77,11 +99,21 @@ class UploadLock:
         """Local, round-trip-free check; raises LockLost once validity has run out."""
         if time.monotonic() >= self._valid_until:
             raise LockLost(f"lock on upload {self.upload_id} ran out")
+        live = self.liveness
+        if live is not None and (live.generation != self.generation or not live.alive()):
+            raise LockLost(f"this process was taken for dead; lock on {self.upload_id} is void")
+
+    def check_liveness(self) -> None:
+        live = self.liveness
+        if live is not None and live.generation != self.generation:
+            self._valid_until = 0.0
+            raise LockLost(f"this process was taken for dead; lock on {self.upload_id} is void")
 
     def renewal_due(self) -> bool:
         return time.monotonic() - self._renewed_at >= self.settings.renew_every
 
     async def renew(self) -> None:
+        self.check_liveness()
         started = time.monotonic()
         answer = await self.redis.eval(
             _RENEW,
@@ -102,20 +134,33 @@ class UploadLock:
         await self.redis.eval(_RELEASE, 1, self.key, self.token)
 
 
-async def acquire_lock(redis: Redis, upload_id: str, settings: LockSettings) -> UploadLock:
-    """Take the upload's lock, asking a current holder to release; 423 after settings.wait."""
-    token = secrets.token_hex(16)
+async def acquire_lock(
+    redis: Redis,
+    upload_id: str,
+    settings: LockSettings,
+    liveness: Liveness | None = None,
+) -> UploadLock:
+    """Take the upload's lock, asking a current holder to release; 423 after settings.wait.
+
+    ``liveness`` defaults to this process's (see store/liveness.py)."""
+    liveness = liveness or current_liveness()
+    secret = secrets.token_hex(16)
+    token = f"{liveness.instance_id}:{secret}" if liveness is not None else secret
     deadline = time.monotonic() + settings.wait
     pause = 0.02
+    waited = False
     while True:
         started = time.monotonic()
         if await redis.set(lock_key(upload_id), token, nx=True, px=int(settings.ttl * 1000)):
             # A release request left over from an earlier contest is not meant for us.
             await redis.delete(release_key(upload_id))
-            lock = UploadLock(redis, upload_id, token, settings)
+            lock = UploadLock(redis, upload_id, token, settings, liveness)
             lock._mark_renewed(started)
-            lock.waited = pause > 0.02
+            lock.waited = waited
             return lock
+        waited = True
+        if await _took_over_from_dead_holder(redis, upload_id):
+            continue
         # Ask (again: the holder may have changed) and wait; the ask expires by itself.
         await redis.set(release_key(upload_id), b"1", px=int(settings.ttl * 1000))
         if time.monotonic() + pause > deadline:
@@ -125,3 +170,17 @@ async def acquire_lock(redis: Redis, upload_id: str, settings: LockSettings) -> 
             )
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.25)
+
+
+async def _took_over_from_dead_holder(redis: Redis, upload_id: str) -> bool:
+    holder = await redis.get(lock_key(upload_id))
+    if holder is None:
+        return True  # released meanwhile: try again at once
+    instance, sep, _ = holder.decode(errors="replace").partition(":")
+    if not sep:
+        return False  # a holder without liveness: only its TTL frees the lock
+    return bool(
+        await redis.eval(
+            _TAKE_OVER_FROM_DEAD, 2, lock_key(upload_id), instance_key(instance), holder
+        )
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,18 @@ from .record import UploadRecord, digest_field
 from .scanner import ContentScanner, ScannerStateError
 
 READ_BLOCK = 4 * 1024 * 1024
+
+
+IOV_MAX = 1024  # Linux's limit on buffers per pwritev call
+
+
+def _drop_written(chunks: list[bytes], count: int) -> list[bytes]:
+    """The chunks still to write after ``count`` bytes went out (short writes happen)."""
+    for index, chunk in enumerate(chunks):
+        if count < len(chunk):
+            return [memoryview(chunk)[count:], *chunks[index + 1 :]]  # type: ignore[list-item]
+        count -= len(chunk)
+    return []
 
 
 def partial_path(upload_dir: Path, upload_id: str) -> Path:
@@ -107,7 +119,6 @@ class PartialWriter:
     fd: int
     offset: int
     stream: StreamState
-    unsynced: int = 0
     # The request's Upload-Checksum, fed in the same hop as the digests.
     body_checksum: BodyChecksum | None = None
     _closed: bool = field(default=False, repr=False)
@@ -124,17 +135,20 @@ class PartialWriter:
             raise
         return cls(path, fd, committed_offset, stream)
 
-    def absorb(self, block: bytes | bytearray) -> None:
-        """Write one block at the current offset and feed it to the digests and scanner."""
-        view = memoryview(block)
+    def absorb(self, chunks: Sequence[bytes]) -> None:
+        """Write chunks at the current offset and feed them to the digests and scanner."""
+        size = sum(len(chunk) for chunk in chunks)
         written = 0
-        while written < len(view):
-            written += os.pwrite(self.fd, view[written:], self.offset + written)
-        self.stream.feed(view)
-        if self.body_checksum is not None:
-            self.body_checksum.update(view)
-        self.offset += len(view)
-        self.unsynced += len(view)
+        pending = list(chunks)
+        while pending:
+            written_now = os.pwritev(self.fd, pending[:IOV_MAX], self.offset + written)
+            written += written_now
+            pending = _drop_written(pending, written_now)
+        for chunk in chunks:
+            self.stream.feed(chunk)
+            if self.body_checksum is not None:
+                self.body_checksum.update(chunk)
+        self.offset += size
 
     def discard_to(self, committed_offset: int) -> None:
         """Drop bytes past the committed offset (a chunk that failed its checksum)."""
@@ -143,7 +157,6 @@ class PartialWriter:
 
     def sync(self) -> None:
         os.fsync(self.fd)
-        self.unsynced = 0
 
     def close(self) -> None:
         if not self._closed:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
 from protocol.errors import Locked
-from store.locks import LockLost, LockSettings, acquire_lock
+from store.liveness import Liveness, instance_key
+from store.locks import LockLost, LockSettings, UploadLock, acquire_lock
 from store.record import UploadRecord, UploadStatus, new_upload_id
 from store.state_store import StaleOffset, StateStore, UploadVanished
 
@@ -133,3 +135,58 @@ async def test_release_does_not_free_someone_elses_lock(redis: Redis) -> None:
     with pytest.raises(Locked):
         await acquire_lock(redis, "u3", FAST)
     await fresh.release()
+
+
+async def test_lock_of_a_dead_process_is_taken_over_before_its_ttl(redis: Redis) -> None:
+    settings = LockSettings(ttl=30, renew_every=1, wait=10)
+    dead = Liveness(redis)
+    await dead.start()
+    held = await acquire_lock(redis, "u4", settings, dead)
+    assert held.token.startswith(dead.instance_id + ":")
+    # The process dies: no more refreshes, its instance key lapses after INSTANCE_TTL.
+    assert dead._task is not None
+    dead._task.cancel()
+    alive = Liveness(redis)
+    await alive.start()
+    started = time.monotonic()
+    newcomer = await acquire_lock(redis, "u4", settings, alive)
+    waited = time.monotonic() - started
+    assert waited < settings.ttl  # taken over, not waited out
+    assert newcomer.token.startswith(alive.instance_id + ":")
+    await newcomer.release()
+    await alive.stop()
+
+
+async def test_a_live_holder_is_not_taken_over(redis: Redis) -> None:
+    holder_liveness = Liveness(redis)
+    await holder_liveness.start()
+    holder = await acquire_lock(redis, "u5", FAST, holder_liveness)
+    keep_renewing = asyncio.create_task(_renew_forever(holder))
+    with pytest.raises(Locked):
+        await acquire_lock(redis, "u5", LockSettings(ttl=0.5, renew_every=0.05, wait=1.0))
+    keep_renewing.cancel()
+    await holder.release()
+    await holder_liveness.stop()
+
+
+async def _renew_forever(lock: UploadLock) -> None:
+    while True:
+        await asyncio.sleep(0.05)
+        await lock.renew()
+
+
+async def test_a_process_taken_for_dead_stops_writing(redis: Redis) -> None:
+    """A stalled (not dead) process whose instance key lapsed must not trust its old locks."""
+    liveness = Liveness(redis)
+    await liveness.start()
+    lock = await acquire_lock(redis, "u6", LockSettings(ttl=30), liveness)
+    lock.check_valid()
+    await redis.delete(instance_key(liveness.instance_id))  # as if it had expired in a stall
+    await liveness.refresh()
+    with pytest.raises(LockLost):
+        lock.check_valid()
+    with pytest.raises(LockLost):
+        await lock.renew()
+    fresh = await acquire_lock(redis, "u7", LockSettings(ttl=30), liveness)
+    fresh.check_valid()  # new locks of the re-announced instance are fine
+    await liveness.stop()

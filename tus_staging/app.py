@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.asyncio import Redis
 
+from store.liveness import Liveness
 from store.state_store import StateStore
 
 from . import staging_api, tus_endpoint
@@ -26,6 +27,8 @@ from .kbase_auth import KBaseAuth
 from .metadata_service import MetadataService
 from .request_log import log_requests
 from .services import SERVICES, Services
+
+READ_BUFSIZE = 2 * 1024 * 1024
 
 
 def is_loopback_host(host: str) -> bool:
@@ -66,6 +69,9 @@ def create_app(config: Config, redis_url: str) -> web.Application:
     app = web.Application(
         middlewares=[log_requests, cors.middleware(), tus_resumable_header, errors_to_responses],
         client_max_size=1024**2,  # request.post()/json() only; PATCH bodies are streamed
+        # Let a body buffer up to a few MiB before the socket is paused: fewer pause/resume
+        # cycles while a block is being written and hashed (memory stays bounded).
+        handler_args={"read_bufsize": READ_BUFSIZE},
     )
     layout = config.layout
     layout.create_dirs()
@@ -73,6 +79,8 @@ def create_app(config: Config, redis_url: str) -> web.Application:
 
     async def services_context(app: web.Application) -> AsyncIterator[None]:
         redis = redis_client(redis_url)
+        liveness = Liveness(redis)
+        await liveness.start()
         metadata = MetadataService(redis, layout, config.digest_names)
         hooks = Hooks(config.hook_pre_create, config.hook_post_finish)
         events = Events(redis, hooks.post_finish)
@@ -97,6 +105,7 @@ def create_app(config: Config, redis_url: str) -> web.Application:
             with contextlib.suppress(asyncio.CancelledError):
                 await janitor
         await hooks.close()
+        await liveness.stop()
         await redis.aclose()
         if isinstance(auth, KBaseAuth):
             await auth.close()

@@ -65,6 +65,22 @@ class PumpResult:
     committed_offset: int
 
 
+class Block:
+    """Socket chunks gathered for one executor hop, kept as they came: no copy into one
+    buffer (the writer hands the list to pwritev and each chunk to the digests)."""
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        if chunk:
+            self.chunks.append(chunk)
+            self.size += len(chunk)
+
+
 def salvage_buffered(content: aiohttp.StreamReader) -> bytes:
     """The bytes that reached the server before its client vanished.
 
@@ -110,6 +126,7 @@ class BodyPump:
         self.committed = writer.offset
         self.expires: float | None = None  # set by each commit
         self._in_flight: asyncio.Future[None] | None = None
+        self._checkpoint: asyncio.Future[None] | None = None  # a commit overlapping the stream
         self._loop = asyncio.get_running_loop()
 
     async def run(self) -> PumpResult:
@@ -142,7 +159,7 @@ class BodyPump:
 
     async def _stream(self) -> BodyEnd:
         content = self.request.content
-        block = bytearray()
+        block = Block()
         received = self.writer.offset  # offset the body has reached, including the buffer
         last_byte_at = time.monotonic()
         while True:
@@ -158,12 +175,18 @@ class BodyPump:
                 if time.monotonic() - last_byte_at >= self.settings.network_timeout:
                     await self._push(block)
                     return BodyEnd.TIMED_OUT
+                if block.size and self.checksum is None:
+                    # Quiet time is free time: make what arrived durable now.
+                    await self._push(block)
+                    block = Block()
+                    await self._drain()
+                    await self.commit()
                 continue
             except (aiohttp.ClientPayloadError, ConnectionError, asyncio.IncompleteReadError):
                 rest = salvage_buffered(content)
                 if self.limit is not None:
                     rest = rest[: self.limit - received]
-                block += rest
+                block.add(rest)
                 await self._push(block)
                 return BodyEnd.DISCONNECTED
             if not chunk:
@@ -172,14 +195,14 @@ class BodyPump:
             last_byte_at = time.monotonic()
             if self.limit is not None and received + len(chunk) > self.limit:
                 # Keep what fits; the rest is refused (413) and never written.
-                block += chunk[: self.limit - received]
+                block.add(chunk[: self.limit - received])
                 await self._push(block)
                 return BodyEnd.TOO_LARGE
             received += len(chunk)
-            block += chunk
-            if len(block) >= self.settings.block_size:
+            block.add(chunk)
+            if block.size >= self.settings.block_size:
                 await self._push(block)
-                block = bytearray()
+                block = Block()
                 if (end := self._asked_to_stop()) is not None:
                     return end
 
@@ -190,39 +213,63 @@ class BodyPump:
             return BodyEnd.RELEASED
         return None
 
-    async def _push(self, block: bytearray) -> None:
+    async def _push(self, block: Block) -> None:
         """Hand one block to the executor once the previous one is done."""
-        if not block:
+        if not block.size:
             return
         await self._drain()
-        if self.writer.offset - self.committed >= self.settings.checkpoint_bytes:
-            await self.commit()
+        if self._checkpoint is not None and self._checkpoint.done():
+            await self._settle_checkpoint()  # surfaces a failed checkpoint (lost lock, …)
         self.lock.check_valid()  # a writer that outlived its lock stops here
         if self.lock.renewal_due():
             await self.lock.renew()
-        self._in_flight = self._loop.run_in_executor(None, self.writer.absorb, block)
+        in_flight = self._loop.run_in_executor(None, self.writer.absorb, block.chunks)
+        in_flight.add_done_callback(self._after_block)
+        self._in_flight = in_flight
+
+    def _after_block(self, done: asyncio.Future[None]) -> None:
+        # Runs on the loop as the block completes, before the next block can be handed
+        # out: the writer's offset and states are consistent here, so they are the
+        # checkpoint's snapshot. Its fsync then overlaps the next blocks.
+        if done.cancelled() or done.exception() is not None or self._checkpoint is not None:
+            return
+        if self.writer.offset - self.committed >= self.settings.checkpoint_bytes:
+            self._checkpoint = asyncio.ensure_future(self._commit_snapshot(self._snapshot()))
 
     async def _drain(self) -> None:
         if self._in_flight is not None:
             in_flight, self._in_flight = self._in_flight, None
             await in_flight
 
+    async def _settle_checkpoint(self) -> None:
+        if self._checkpoint is not None:
+            checkpoint, self._checkpoint = self._checkpoint, None
+            await checkpoint
+
+    def _snapshot(self) -> tuple[int, dict[str, bytes]]:
+        return self.writer.offset, self.writer.stream.redis_fields()
+
     async def commit(self) -> None:
+        """Commit everything absorbed so far (call with no block in flight)."""
+        await self._settle_checkpoint()
+        if self.writer.offset != self.committed:
+            await self._commit_snapshot(self._snapshot())
+
+    async def _commit_snapshot(self, snapshot: tuple[int, dict[str, bytes]]) -> None:
         """fsync, then move the committed offset in Redis (only while the lock is ours)."""
-        if self.writer.offset == self.committed:
-            return
+        offset, fields = snapshot
+        # The fsync covers at least every byte up to ``offset`` (written before it began).
         await self._loop.run_in_executor(None, self.writer.sync)
         crash_point("commit-after-fsync")
-        fields = self.writer.stream.redis_fields()
-        fields["offset"] = str(self.writer.offset).encode()
         now = time.time()
         expires = now + self.settings.expire_after
+        fields["offset"] = str(offset).encode()
         fields["updated"] = repr(now).encode()
         fields["expires"] = repr(expires).encode()
         await self.store.update(self.lock, fields, expect_offset=self.committed)
-        BYTES_RECEIVED.inc(self.writer.offset - self.committed)
-        self.request[BYTES] = self.request.get(BYTES, 0) + self.writer.offset - self.committed
-        self.committed = self.writer.offset
+        BYTES_RECEIVED.inc(offset - self.committed)
+        self.request[BYTES] = self.request.get(BYTES, 0) + offset - self.committed
+        self.committed = offset
         self.expires = expires
         await self.store.set_expiry(self.lock.upload_id, expires)
 
@@ -234,5 +281,7 @@ class BodyPump:
         if self.checksum is not None:
             return  # an unverified checksummed body is never committed
         # Lock lost or disk failing: then the previous commit stands.
+        with contextlib.suppress(Exception):
+            await self._settle_checkpoint()
         with contextlib.suppress(Exception):
             await self.commit()

@@ -157,7 +157,7 @@ def _copy_step(read: Callable[[int], bytes], writer: PartialWriter) -> Callable[
     def step() -> bool:
         block = read(COPY_BLOCK)
         if block:
-            writer.absorb(block)
+            writer.absorb([block])
         return bool(block)
 
     return step

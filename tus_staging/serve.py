@@ -54,6 +54,7 @@ def serve(config: Config) -> int:
         )  # fmt: skip
         web.run_app(
             app,
+            loop=new_event_loop(),
             host=config.host,
             port=config.port,
             print=None,
@@ -62,6 +63,15 @@ def serve(config: Config) -> int:
             access_log=None,  # tus_staging.access logs each request (request_log.py)
         )
     return 0
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where available: its socket reads cost the hot path less than asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def cleanup(config: Config) -> int:

@@ -1,0 +1,292 @@
+"""Upload throughput of the real server against this machine's own limits, in one run.
+
+Run: .venv/bin/python bench/bench_upload.py [--size-mib 1024] [--skip-tuspy] [--huge-gib 6]
+Prints figures; it is not a pass/fail test.  It starts a redis-server and the server
+(``python -m tus_staging.cli serve``, tokens file) in a temp dir on the same filesystem
+as the other figures, and measures:
+
+* the limits: ``md5sum`` of a random file (page-cached, 2nd run) and a plain disk write
+  of it (``dd bs=4M conv=fdatasync``);
+* the file uploaded as ONE PATCH (requests with the file object; http.client in 1 MiB
+  sends), and by tuspy in 64 MiB chunks;
+* finalize: from the last body byte sent (and from the server having read the whole
+  body off its socket) to the 204 of the final PATCH;
+* the server's peak RSS (VmHWM) after each workload;
+* ``--huge-gib N``: N GiB of *generated* bytes (nothing on disk client-side, md5 computed
+  while sending) in one PATCH, checked against the sidecar's md5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import requests
+from tusclient import client as tus
+
+from protocol.headers import OFFSET_OCTET_STREAM
+from tests.servers import TOKENS, RedisProcess, ServerProcess
+from tests.test_large_upload import (
+    GeneratedStream,
+    PatchTiming,
+    patch_stream,
+    peak_rss,
+    sidecar_of,
+)
+from tests.tus_client import TusTestClient
+
+MiB = 1 << 20
+GiB = 1 << 30
+USER = "alice"
+
+
+@dataclass
+class Row:
+    workload: str
+    seconds: float
+    nbytes: int
+    notes: str = ""
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.nbytes / self.seconds / 1e6
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def write_random_file(path: Path, mib: int) -> None:
+    with open(path, "wb") as handle:
+        for _ in range(mib):
+            handle.write(os.urandom(MiB))
+
+
+def md5sum_twice(path: Path) -> tuple[str, float]:
+    """md5sum's digest and its time on the 2nd run (the file is then in the page cache)."""
+    runs = []
+    for _ in range(2):
+        start = time.perf_counter()
+        out = subprocess.run(["md5sum", str(path)], check=True, capture_output=True, text=True)
+        runs.append(time.perf_counter() - start)
+    return out.stdout.split()[0], runs[1]
+
+
+def dd_write(source: Path, target: Path) -> float:
+    seconds = timed(
+        lambda: subprocess.run(
+            ["dd", f"if={source}", f"of={target}", "bs=4M", "conv=fdatasync"],
+            check=True,
+            capture_output=True,
+        )
+    )
+    target.unlink()
+    return seconds
+
+
+def ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1e3:.0f} ms"
+
+
+class Bench:
+    def __init__(self, server: ServerProcess):
+        self.server = server
+        self.token = TOKENS[USER]
+        self.client = TusTestClient(server.files_url, self.token)
+        assert server.process is not None
+        self.pid = server.process.pid
+        self.count = 0
+        self.cpu_mark = self.cpu_seconds()
+
+    def new_name(self, stem: str) -> str:
+        self.count += 1
+        return f"{stem}-{self.count}.bin"
+
+    def cpu_seconds(self) -> float:
+        """The server's user + system CPU time so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss(self) -> str:
+        """Server VmHWM, and the server's CPU time since the previous call."""
+        cpu = self.cpu_seconds()
+        spent, self.cpu_mark = cpu - self.cpu_mark, cpu
+        return f"server VmHWM {peak_rss(self.pid) / 1e6:.1f} MB, server CPU {spent:.1f} s"
+
+    def check_and_remove(self, filename: str, size: int, md5: str) -> None:
+        """The sidecar describes what was sent; then free the disk for the next workload."""
+        record = sidecar_of(self.server.data_dir, USER, filename)
+        staged = self.server.data_dir / "staging" / USER / filename
+        if record["md5"] != md5 or record["size"] != size or staged.stat().st_size != size:
+            raise SystemExit(f"{filename}: sidecar {record} does not match md5 {md5}, size {size}")
+        staged.unlink()
+        (self.server.data_dir / "metadata" / USER / filename).unlink()
+
+    def requests_file_object(self, path: Path, md5: str) -> float:
+        name = self.new_name("requests")
+        size = path.stat().st_size
+        url = self.client.create_url(size, name)
+        headers = self.client.headers(Upload_Offset="0", Content_Type=OFFSET_OCTET_STREAM)
+        start = time.perf_counter()
+        with open(path, "rb") as handle:
+            response = requests.patch(url, data=handle, headers=headers, timeout=3600)
+        seconds = time.perf_counter() - start
+        if response.status_code != 204:
+            raise SystemExit(f"PATCH answered {response.status_code}: {response.text}")
+        self.check_and_remove(name, size, md5)
+        return seconds
+
+    def http_client_chunks(self, path: Path, md5: str) -> PatchTiming:
+        name = self.new_name("httpclient")
+        size = path.stat().st_size
+        url = self.client.create_url(size, name)
+
+        def chunks() -> Iterator[bytes]:
+            with open(path, "rb") as handle:
+                while block := handle.read(MiB):
+                    yield block
+
+        timing = patch_stream(url, self.token, 0, size, chunks())
+        if timing.status != 204:
+            raise SystemExit(f"PATCH answered {timing.status}")
+        self.check_and_remove(name, size, md5)
+        return timing
+
+    def tuspy(self, path: Path, md5: str, chunk: int) -> float:
+        name = self.new_name("tuspy")
+        headers = {"Authorization": f"Bearer {self.token}"}
+        uploader = tus.TusClient(self.server.files_url, headers=headers).uploader(
+            file_path=str(path), chunk_size=chunk, metadata={"filename": name}
+        )
+        seconds = timed(uploader.upload)
+        self.check_and_remove(name, path.stat().st_size, md5)
+        return seconds
+
+    def generated(self, total: int) -> PatchTiming:
+        name = self.new_name("generated")
+        url = self.client.create_url(total, name)
+        stream = GeneratedStream()
+        timing = patch_stream(url, self.token, 0, total, stream.read(total))
+        if timing.status != 204:
+            raise SystemExit(f"PATCH answered {timing.status}: {self.server.log()}")
+        self.check_and_remove(name, total, stream.hexdigest())
+        return timing
+
+
+def generator_alone(total: int) -> float:
+    """The client-side ceiling of a generated upload: producing and hashing, no sending."""
+    stream = GeneratedStream()
+
+    def consume() -> None:
+        for _ in stream.read(total):
+            pass
+
+    return timed(consume)
+
+
+def finalize_notes(timing: PatchTiming) -> str:
+    queued = "n/a" if timing.server_rx_queue is None else f"{timing.server_rx_queue / MiB:.1f} MiB"
+    return (
+        f"finalize: last byte → 204 {ms(timing.after_last_byte)} "
+        f"({queued} still in the server's socket), "
+        f"body read → 204 {ms(timing.after_drained)}"
+    )
+
+
+def print_table(rows: list[Row], md5sum_rate: float | None, dd_rate: float | None) -> None:
+    def ratio(rate: float, limit: float | None) -> str:
+        return "" if limit is None else f"{rate / limit:.2f}"
+
+    print()
+    print("| workload | MB/s | ratio vs md5sum | ratio vs dd | notes |")
+    print("|---|---:|---:|---:|---|")
+    for row in rows:
+        rate = row.mb_per_s
+        print(
+            f"| {row.workload} | {rate:.0f} | {ratio(rate, md5sum_rate)} "
+            f"| {ratio(rate, dd_rate)} | {row.notes} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="size of the file (0: none)")
+    parser.add_argument("--skip-tuspy", action="store_true", help="no tuspy upload")
+    parser.add_argument(
+        "--huge-gib", type=float, default=0, help="also upload N GiB of generated bytes"
+    )
+    parser.add_argument("--tuspy-chunk-mib", type=int, default=64, help="tuspy chunk size")
+    args = parser.parse_args()
+    size = args.size_mib * MiB
+    rows: list[Row] = []
+    md5sum_rate = dd_rate = None
+
+    def row(label: str, seconds: float, nbytes: int, notes: str = "") -> None:
+        rows.append(Row(label, seconds, nbytes, notes))
+        print(
+            f"{label:<52} {seconds:8.3f} s {nbytes / seconds / 1e6:9.0f} MB/s  {notes}", flush=True
+        )
+
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"{'':<52} {'wall':>10} {'throughput':>14}")
+    with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp_name:
+        tmp = Path(tmp_name)
+        tokens = tmp / "tokens.txt"
+        tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
+        redis_proc = RedisProcess(tmp / "redis")
+        server = ServerProcess(tmp / "data", redis_proc.url, tokens)
+        try:
+            redis_proc.start()
+            server.start()
+            bench = Bench(server)
+            print(f"{'server idle':<52} {'':>26}  {bench.rss()}")
+            if size:
+                path = tmp / "random.bin"
+                write_random_file(path, args.size_mib)
+                md5, seconds = md5sum_twice(path)
+                row("md5sum (page-cached, 2nd run)", seconds, size)
+                md5sum_rate = size / seconds / 1e6
+                seconds = dd_write(path, tmp / "ddout")
+                row("dd bs=4M conv=fdatasync (same filesystem)", seconds, size)
+                dd_rate = size / seconds / 1e6
+                label = f"{args.size_mib} MiB, one PATCH, requests + file object"
+                row(label, bench.requests_file_object(path, md5), size, bench.rss())
+                timing = bench.http_client_chunks(path, md5)
+                label = f"{args.size_mib} MiB, one PATCH, http.client 1 MiB sends"
+                row(label, timing.seconds, size, f"{bench.rss()}; {finalize_notes(timing)}")
+                if not args.skip_tuspy:
+                    chunk = args.tuspy_chunk_mib * MiB
+                    label = f"{args.size_mib} MiB, tuspy, {args.tuspy_chunk_mib} MiB chunks"
+                    row(label, bench.tuspy(path, md5, chunk), size, bench.rss())
+                path.unlink()
+            if args.huge_gib:
+                total = int(args.huge_gib * GiB)
+                reference = min(total, GiB)
+                row(
+                    "generator + hashlib.md5 alone (client ceiling)",
+                    generator_alone(reference),
+                    reference,
+                    "no server involved",
+                )
+                timing = bench.generated(total)
+                label = f"{args.huge_gib:g} GiB generated stream, one PATCH, md5 ok"
+                row(label, timing.seconds, total, f"{bench.rss()}; {finalize_notes(timing)}")
+        finally:
+            server.stop()
+            redis_proc.stop()
+    print_table(rows, md5sum_rate, dd_rate)
+
+
+if __name__ == "__main__":
+    main()

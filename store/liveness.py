@@ -1,0 +1,94 @@
+"""Process liveness in Redis, so that the locks of a dead process are taken over at once.
+
+Each server process keeps a key ``tus-staging:instance:<id>`` alive (TTL a few seconds,
+refreshed every second) and writes its id into every lock it takes. A newcomer that finds
+a lock whose holder's key is gone knows the holder died (kill -9, crashed host) and takes
+the lock over instead of waiting out the lock's TTL.
+
+The holder side stays safe when it is only *stalled* (not dead): its locks are valid
+locally only until its last successful refresh plus most of the instance TTL, and a
+refresh that finds its key already expired bumps a generation counter that invalidates
+every lock taken before — so a process that slept through its own death never writes
+again under a lock that may have been taken over meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+
+from redis.asyncio import Redis
+
+from .record import KEY_PREFIX
+
+INSTANCE_TTL = 3.0  # seconds an instance key outlives its last refresh
+REFRESH_EVERY = 1.0
+
+
+def instance_key(instance_id: str) -> str:
+    return f"{KEY_PREFIX}:instance:{instance_id}"
+
+
+class Liveness:
+    def __init__(self, redis: Redis):
+        self.redis = redis
+        self.instance_id = secrets.token_hex(8)
+        self.generation = 0
+        self.valid_until = 0.0  # monotonic; locks of this instance are void after it
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._announce()
+        self._task = asyncio.create_task(self._keep_alive())
+        _set_current(self)
+
+    async def stop(self) -> None:
+        _set_current(None)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.redis.delete(instance_key(self.instance_id))
+
+    def alive(self) -> bool:
+        return time.monotonic() < self.valid_until
+
+    async def _announce(self) -> None:
+        sent = time.monotonic()
+        await self.redis.set(instance_key(self.instance_id), b"1", px=int(INSTANCE_TTL * 1000))
+        self.valid_until = sent + INSTANCE_TTL * 0.8
+
+    async def refresh(self) -> None:
+        sent = time.monotonic()
+        kept = await self.redis.set(
+            instance_key(self.instance_id), b"1", px=int(INSTANCE_TTL * 1000), xx=True
+        )
+        if kept:
+            self.valid_until = sent + INSTANCE_TTL * 0.8
+            return
+        # We were taken for dead: every lock we hold may be someone else's by now.
+        self.generation += 1
+        self.instance_id = secrets.token_hex(8)
+        await self._announce()
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_EVERY)
+            with contextlib.suppress(Exception):  # Redis down: locks lapse by themselves
+                await self.refresh()
+
+
+_current: Liveness | None = None
+
+
+def _set_current(liveness: Liveness | None) -> None:
+    global _current
+    _current = liveness
+
+
+def current() -> Liveness | None:
+    """This process's liveness, once a server started it (None in plain scripts)."""
+    return _current
