@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+import requests
+
 from .conftest import md5_of
-from .servers import TOKENS, ServerProcess
+from .servers import TOKENS, RedisProcess, ServerProcess
 
 
 def run_upload(server: ServerProcess, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -54,3 +59,79 @@ def test_upload_failures_exit_non_zero_with_a_message(
     refused = run_upload(server, tmp_path, str(data), "--token", "not-a-token")
     assert refused.returncode == 1
     assert "failed" in refused.stderr
+
+
+def bytes_received(server: ServerProcess) -> float:
+    for line in requests.get(f"{server.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("tus_staging_bytes_received_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def start_upload(server: ServerProcess, tmp_path: Path, *args: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "TUS_STAGING_TOKEN": "tok-alice",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tus_staging.cli", "upload", "--url", server.files_url, *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_upload_resumes_when_run_again(
+    server: ServerProcess, tmp_path: Path, stop: signal.Signals
+) -> None:
+    source = tmp_path / "batch"
+    source.mkdir()
+    sizes = [9_000_000, 7_000_000, 5_000_000]
+    for index, size in enumerate(sizes):
+        (source / f"part{index}.bin").write_bytes(os.urandom(size))
+    total = sum(sizes)
+    first = start_upload(server, tmp_path, str(source), "--chunk-size", "1M")
+    deadline = time.monotonic() + 60
+    while bytes_received(server) < 6_000_000 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first.send_signal(stop)
+    _, stderr = first.communicate(timeout=30)
+    if stop == signal.SIGINT:
+        assert first.returncode == 130
+        assert "run the same command again to resume" in stderr
+    before_second = bytes_received(server)
+    assert 0 < before_second < total
+    second = start_upload(server, tmp_path, str(source), "--chunk-size", "1M")
+    _, stderr = second.communicate(timeout=120)
+    assert second.returncode == 0, stderr
+    sent_second = bytes_received(server) - before_second
+    assert sent_second < total  # it resumed instead of starting over
+    assert "resumed at" in stderr
+    home = server.data_dir / "staging" / "alice" / "batch"
+    for index in range(len(sizes)):
+        assert md5_of(home / f"part{index}.bin") == md5_of(source / f"part{index}.bin")
+
+
+def test_upload_retries_through_a_redis_outage(
+    server: ServerProcess, tmp_path: Path, redis_proc: RedisProcess
+) -> None:
+    data = tmp_path / "patient.bin"
+    data.write_bytes(os.urandom(4_000_000))
+    redis_proc.stop()
+    run = start_upload(server, tmp_path, str(data), "--retry-delay", "0.3")
+    time.sleep(2)  # the client meets 503s and backs off
+    assert run.poll() is None
+    redis_proc.start()
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr
+    assert md5_of(server.data_dir / "staging" / "alice" / "patient.bin") == md5_of(data)
+
+
+def test_upload_with_checksum(server: ServerProcess, tmp_path: Path) -> None:
+    data = tmp_path / "checked.bin"
+    data.write_bytes(os.urandom(3_000_000))
+    result = run_upload(
+        server, tmp_path, str(data), "--checksum", "--chunk-size", "1M", "--token", "tok-alice"
+    )
+    assert result.returncode == 0, result.stderr
+    assert md5_of(server.data_dir / "staging" / "alice" / "checked.bin") == md5_of(data)

@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--token", help="authentication token")
     upload.add_argument("--dest", default="", help="directory in your staging area")
     upload.add_argument("--chunk-size", type=byte_size, default=64 * MiB, help="bytes per PATCH")
+    upload.add_argument(
+        "--checksum", action="store_true", help="send a sha1 Upload-Checksum with every chunk"
+    )
+    upload.add_argument(
+        "--retry-delay", type=float, default=1.0,
+        help="first retry delay in seconds (doubles each try, 8 tries)",
+    )  # fmt: skip
 
     cleanup = commands.add_parser("cleanup", help="remove expired unfinished uploads now")
     add_storage_flags(cleanup)
