@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -157,14 +158,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         config = config_from(args)
+        metrics_dir = None
         if config.workers > 1 and not os.environ.get(MULTIPROC_ENV):
             # Before prometheus_client is imported anywhere: workers share counters by files.
-            os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="tus-staging-metrics-")
+            metrics_dir = tempfile.mkdtemp(prefix="tus-staging-metrics-")
+            os.environ[MULTIPROC_ENV] = metrics_dir
         from .request_log import configure_logging
         from .serve import serve
 
         configure_logging(config.log_level, config.log_format)
-        return serve(config)
+        try:
+            return serve(config)
+        finally:
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
     if args.command == "upload":
         from .upload_command import upload
 
