@@ -10,6 +10,9 @@
 
 FROM python:3.11-slim-bookworm AS build
 
+# A compiler for whatever must build from source; its exact Debian version does not
+# matter (the runtime stage does not carry it), so it is not pinned.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
@@ -59,7 +62,8 @@ EXPOSE 1080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('TUS_STAGING_PORT', '1080'), timeout=4)"]
 
-USER app
+# Numeric, so that the host (and an NFS server) sees the same owner as the build args.
+USER ${APP_UID}:${APP_GID}
 ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
 # The base image's CMD ["python3"] must not reach the entrypoint: no args means serve.
 CMD []

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +310,36 @@ def test_upload_does_not_need_a_data_dir(stub: Path, tmp_path: Path) -> None:
     blocker.write_text("x")
     result = _run_entrypoint(["upload", "f.bin", "--url", "u"], stub, blocker / "data")
     assert _printed(result)[:4] == ["upload", "f.bin", "--url", "u"]
+
+
+def _tool(name: str) -> str:
+    """A linter installed with the test extras (in this interpreter's environment)."""
+    candidate = Path(sys.prefix) / "bin" / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed (it comes with the test extras)")
+    return found
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    result = subprocess.run(
+        [_tool("hadolint"), "--no-color", str(DOCKERFILE)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python\nRUN apt-get install curl\nUSER root\n")
+    result = subprocess.run([_tool("hadolint"), "--no-color", str(bad)], capture_output=True)
+    assert result.returncode != 0
+
+
+def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
+    check = [_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
+    good = subprocess.run([*check, str(COMPOSE)], capture_output=True, text=True)
+    assert good.returncode == 0, good.stdout + good.stderr
+    broken = tmp_path / "compose.yaml"
+    broken.write_text("services:\n  web:\n    ports: 80\n    restart: sometimes-maybe\n")
+    assert subprocess.run([*check, str(broken)], capture_output=True).returncode != 0
