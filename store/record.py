@@ -75,6 +75,34 @@ class UploadRecord:
     # The staged file's metadata record (JSON), fixed when finalizing starts.
     result: bytes = b""
 
+    @classmethod
+    def new(
+        cls,
+        *,
+        owner: str,
+        length: int | None,
+        metadata: str,
+        destination: str,
+        expire_after: float,
+        concat: str = "",
+        parts: list[str] | None = None,
+    ) -> UploadRecord:
+        """A fresh upload at offset 0 with a new id, expiring ``expire_after`` from now."""
+        now = time.time()
+        return cls(
+            id=new_upload_id(),
+            owner=owner,
+            length=length,
+            offset=0,
+            metadata=metadata,
+            destination=destination,
+            created=now,
+            updated=now,
+            expires=now + expire_after,
+            concat=concat,
+            parts=list(parts or []),
+        )
+
     @property
     def is_complete(self) -> bool:
         return self.status is UploadStatus.COMPLETE

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from .servers import JsonHandler
 
 
 class FakeAuthService:
@@ -19,32 +20,21 @@ class FakeAuthService:
         self.failing = False
         service = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 service.calls += 1
                 token = self.headers.get("Authorization", "")
                 if service.failing:
-                    self._answer(500, {"error": {"message": "database down"}})
+                    self.answer(500, {"error": {"message": "database down"}})
                 elif token in service.users:
                     now = int(time.time() * 1000)
                     expires = service.expires_ms.get(token, now + 3_600_000)
-                    self._answer(200, {
+                    self.answer(200, {
                         "user": service.users[token], "expires": expires,
                         "cachefor": service.cachefor_ms, "type": "Login",
                     })  # fmt: skip
                 else:
-                    self._answer(401, {"error": {"appcode": 10020, "message": "Invalid token"}})
-
-            def _answer(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
+                    self.answer(401, {"error": {"appcode": 10020, "message": "Invalid token"}})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

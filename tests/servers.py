@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import termios
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -251,3 +253,18 @@ def fast_forward_lock_expiry(client: redis.Redis) -> int:
     process otherwise block its uploads until the lock TTL runs out."""
     keys = list(client.scan_iter(match="tus-staging:{*}:lock"))
     return int(client.delete(*keys)) if keys else 0
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Base for the small real HTTP services the tests run (auth service, hooks)."""
+
+    def answer(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass

@@ -7,16 +7,14 @@ leave, and how the connection ends (FIN, or RST with SO_LINGER 0).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import socket
 import struct
 import time
-from pathlib import Path
 
 import pytest
 
+from .checks import finish_and_check
 from .servers import TOKENS, ServerProcess, open_raw_patch, wait_delivered
 from .tus_client import TusTestClient
 
@@ -24,14 +22,6 @@ MiB = 1024 * 1024
 TOTAL = 8 * MiB
 # Not a multiple of the server's 1 MiB block, nor of any power of two.
 SENT = 3 * MiB + 512 * 1024 + 777
-
-
-def staged(server: ServerProcess, user: str, name: str) -> Path:
-    return server.data_dir / "staging" / user / name
-
-
-def sidecar(server: ServerProcess, user: str, name: str) -> dict:
-    return json.loads((server.data_dir / "metadata" / user / name).read_text())
 
 
 def wait_for_offset(client: TusTestClient, url: str, expected: int, timeout: float) -> list[int]:
@@ -43,19 +33,6 @@ def wait_for_offset(client: TusTestClient, url: str, expected: int, timeout: flo
         if seen[-1] == expected or time.monotonic() > deadline:
             return seen
         time.sleep(0.1)
-
-
-def finish_and_check(
-    server: ServerProcess, client: TusTestClient, url: str, data: bytes, name: str
-) -> None:
-    offset = client.offset(url)
-    response = client.patch(url, offset, data[offset:])
-    assert response.status_code == 204, response.text
-    assert response.headers["Upload-Offset"] == str(len(data))
-    assert staged(server, "alice", name).read_bytes() == data
-    meta = sidecar(server, "alice", name)
-    assert meta["md5"] == hashlib.md5(data).hexdigest()
-    assert meta["size"] == len(data)
 
 
 @pytest.mark.parametrize("ending", ["close", "reset"])

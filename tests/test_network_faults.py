@@ -27,6 +27,7 @@ from tusclient import client as tus_client
 from protocol.headers import OFFSET_OCTET_STREAM, TUS_VERSION
 from store.record import lock_key, upload_key
 
+from .checks import finish_and_check
 from .fault_proxy import (
     Fault,
     FaultProxy,
@@ -132,21 +133,6 @@ def committed_in_redis(redis_proc: RedisProcess, upload_url: str) -> int:
 def status_of(answer: bytes) -> int:
     assert answer.startswith(b"HTTP/1.1 "), f"not an HTTP answer: {answer[:80]!r}"
     return int(answer[9:12])
-
-
-def finish_and_check(
-    server: ServerProcess, client: TusTestClient, url: str, data: bytes, name: str
-) -> None:
-    """Resume from HEAD (directly) to the end; the staged file and its sidecar are right."""
-    offset = client.offset(url)
-    response = client.patch(url, offset, data[offset:])
-    assert response.status_code == 204, response.text
-    assert response.headers["Upload-Offset"] == str(len(data))
-    staged = server.data_dir / "staging" / "alice" / name
-    assert hashlib.md5(staged.read_bytes()).hexdigest() == hashlib.md5(data).hexdigest()
-    sidecar = json.loads((server.data_dir / "metadata" / "alice" / name).read_text())
-    assert sidecar["md5"] == hashlib.md5(data).hexdigest()
-    assert sidecar["size"] == len(data)
 
 
 def drop_link(

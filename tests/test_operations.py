@@ -6,13 +6,13 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
-from .servers import TOKENS, RedisProcess, ServerProcess
+from .servers import TOKENS, JsonHandler, RedisProcess, ServerProcess
 from .tus_client import TusTestClient, encode_metadata
 
 
@@ -93,29 +93,18 @@ class HookRecorder:
         self.finished = threading.Event()
         recorder = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 recorder.calls.append((self.path, body))
                 if self.path == "/pre-create" and body["filename"].startswith("forbidden"):
-                    self._answer(403, {"message": "files named forbidden* are not accepted"})
+                    self.answer(403, {"message": "files named forbidden* are not accepted"})
                 elif self.path == "/post-finish" and len(recorder.post_finish_calls()) == 1:
-                    self._answer(500, {"message": "try again"})
+                    self.answer(500, {"message": "try again"})
                 else:
                     if self.path == "/post-finish":
                         recorder.finished.set()
-                    self._answer(200, {})
-
-            def _answer(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
+                    self.answer(200, {})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from .checks import finish_and_check
 from .conftest import md5_of
 from .servers import TOKENS, RedisProcess, ServerProcess
-from .test_network_faults import finish_and_check, patch_head
+from .test_network_faults import patch_head
 from .tus_client import TusTestClient
 
 MiB = 1 << 20

@@ -4,24 +4,15 @@ extensions, against the real server over a real socket with a real Redis."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from pathlib import Path
 
 import requests
 
 from store.record import upload_key
 
+from .checks import sidecar, staged
 from .servers import RedisProcess, ServerProcess
 from .tus_client import TusTestClient, encode_metadata
-
-
-def staged(server: ServerProcess, user: str, relative: str) -> Path:
-    return server.data_dir / "staging" / user / relative
-
-
-def sidecar(server: ServerProcess, user: str, relative: str) -> dict:
-    return json.loads((server.data_dir / "metadata" / user / relative).read_text())
 
 
 def test_options_advertises_version_and_extensions(server: ServerProcess) -> None:

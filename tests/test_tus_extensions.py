@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import requests
 
 from protocol.dates import parse_http_date
 
+from .checks import sidecar, staged
 from .servers import TOKENS, ServerProcess
 from .test_tus_errors import assert_refused
 from .tus_client import TusTestClient, encode_metadata
@@ -28,14 +28,6 @@ def checksum_header(algorithm: str, data: bytes) -> str:
     else:
         digest = hashlib.new(algorithm, data).digest()
     return f"{algorithm} {base64.b64encode(digest).decode()}"
-
-
-def staged(server: ServerProcess, relative: str, user: str = "alice") -> Path:
-    return server.data_dir / "staging" / user / relative
-
-
-def sidecar(server: ServerProcess, relative: str, user: str = "alice") -> dict:
-    return json.loads((server.data_dir / "metadata" / user / relative).read_text())
 
 
 # --- checksum ---------------------------------------------------------------------------
@@ -64,7 +56,7 @@ def test_matching_checksum_is_accepted(
             url, offset, chunk, Upload_Checksum=checksum_header(algorithm, chunk)
         )
         assert response.status_code == 204, response.text
-    assert staged(server, f"ok-{algorithm}.bin").read_bytes() == data
+    assert staged(server, "alice", f"ok-{algorithm}.bin").read_bytes() == data
 
 
 def test_mismatching_checksum_is_460_and_chunk_discarded(
@@ -83,7 +75,7 @@ def test_mismatching_checksum_is_460_and_chunk_discarded(
     rest = data[1_000_000:]
     ok = alice.patch(url, 1_000_000, rest, Upload_Checksum=checksum_header("md5", rest))
     assert ok.status_code == 204
-    assert sidecar(server, "guarded.bin")["md5"] == hashlib.md5(data).hexdigest()
+    assert sidecar(server, "alice", "guarded.bin")["md5"] == hashlib.md5(data).hexdigest()
 
 
 def test_checksum_on_a_chunk_larger_than_the_checkpoint(make_server) -> None:
@@ -96,7 +88,7 @@ def test_checksum_on_a_chunk_larger_than_the_checkpoint(make_server) -> None:
     assert alice.offset(url) == 0  # no checkpoint committed part of an unverified body
     good = alice.patch(url, 0, data, Upload_Checksum=checksum_header("sha256", data))
     assert good.status_code == 204
-    assert staged(server, "big-chunk.bin").read_bytes() == data
+    assert staged(server, "alice", "big-chunk.bin").read_bytes() == data
 
 
 @pytest.mark.parametrize("header", ["sha512 AAAA", "md5", "md5 !!!", "crc32 AAAAAAAA"])
@@ -116,7 +108,7 @@ def test_checksum_with_creation_with_upload(server: ServerProcess, alice: TusTes
     )
     response = requests.post(alice.files_url, headers=headers, data=data)
     assert response.status_code == 460
-    assert not staged(server, "cwu.bin").exists()
+    assert not staged(server, "alice", "cwu.bin").exists()
 
 
 # --- expiration -------------------------------------------------------------------------
@@ -155,7 +147,7 @@ def test_expired_upload_is_410_then_cleaned_up(make_server, redis_proc, tmp_path
     assert not partial.exists()
     assert_refused(alice.head(url), 404)
     # Completed files in staging are never touched, and their HEAD still answers.
-    assert staged(server, "kept.txt").read_bytes() == b"finished before expiry\n"
+    assert staged(server, "alice", "kept.txt").read_bytes() == b"finished before expiry\n"
     assert alice.offset(done) == len(b"finished before expiry\n")
 
 
@@ -203,8 +195,8 @@ def test_concatenation_of_finished_partials(server: ServerProcess, alice: TusTes
     assert response.status_code == 201, response.text
     final = alice.location(response)
     whole = b"".join(pieces)
-    assert staged(server, "joined/whole.txt").read_bytes() == whole
-    meta = sidecar(server, "joined/whole.txt")
+    assert staged(server, "alice", "joined/whole.txt").read_bytes() == whole
+    meta = sidecar(server, "alice", "joined/whole.txt")
     assert meta["md5"] == hashlib.md5(whole).hexdigest()
     assert meta["lineCount"] == whole.count(b"\n")
     assert meta["isText"] is True
@@ -225,9 +217,9 @@ def test_final_before_partials_finish(server: ServerProcess, alice: TusTestClien
     assert "Upload-Offset" not in head.headers  # not concatenated yet
     assert head.headers["Upload-Length"] == "1000000"
     assert alice.patch(partials[1], 0, pieces[1]).status_code == 204
-    assert not staged(server, "joined/later.bin").exists()
+    assert not staged(server, "alice", "joined/later.bin").exists()
     assert alice.patch(partials[0], 0, pieces[0]).status_code == 204
-    assert staged(server, "joined/later.bin").read_bytes() == pieces[0] + pieces[1]
+    assert staged(server, "alice", "joined/later.bin").read_bytes() == pieces[0] + pieces[1]
     assert alice.head(final).headers["Upload-Offset"] == "1000000"
 
 

@@ -11,7 +11,6 @@ into staging like any upload.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,7 +29,6 @@ from store.record import (
     UploadStatus,
     finals_key,
     is_upload_id,
-    new_upload_id,
 )
 
 from .finishing import finish
@@ -71,17 +69,12 @@ async def create_final(
     max_size = services.config.max_size
     if max_size is not None and length > max_size:
         raise PayloadTooLarge(f"the concatenation of {length} bytes exceeds {max_size}")
-    now = time.time()
-    record = UploadRecord(
-        id=new_upload_id(),
+    record = UploadRecord.new(
         owner=user,
         length=length,
-        offset=0,
         metadata=raw_metadata,
         destination=destination,
-        created=now,
-        updated=now,
-        expires=now + services.config.expire_after,
+        expire_after=services.config.expire_after,
         concat=header,
         parts=ids,
     )

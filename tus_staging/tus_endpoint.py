@@ -7,7 +7,6 @@ take its lock, act on the committed state in Redis, answer.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -40,7 +39,7 @@ from protocol.metadata import decode_metadata
 from store.locks import acquire_lock
 from store.partial import StreamState, create_partial, partial_path, remove_partial
 from store.paths import ensure_dir
-from store.record import UploadRecord, UploadStatus, finals_key, new_upload_id
+from store.record import UploadRecord, UploadStatus, finals_key
 
 from .body_pump import BodyEnd
 from .concatenation import create_final
@@ -131,17 +130,12 @@ async def create(request: web.Request) -> web.Response:
     await services.hooks.pre_create(
         hook_payload(user, destination, length, metadata, concat_header)
     )
-    now = time.time()
-    record = UploadRecord(
-        id=new_upload_id(),
+    record = UploadRecord.new(
         owner=user,
         length=length,
-        offset=0,
         metadata=raw_metadata,
         destination=str(destination) if destination is not None else "",
-        created=now,
-        updated=now,
-        expires=now + config.expire_after,
+        expire_after=config.expire_after,
         concat="partial" if concat is not None else "",
     )
     stream = StreamState.fresh(config.digest_names)
