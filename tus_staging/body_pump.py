@@ -165,7 +165,11 @@ class BodyPump:
         while True:
             try:
                 async with asyncio.timeout(self.lock.settings.renew_every):
-                    chunk = await content.readany()
+                    # One buffered chunk at a time: readany() would join all buffered
+                    # chunks into a new bytes object (a copy of the whole stream).
+                    chunk, at_http_chunk_end = await content.readchunk()
+                if not chunk and at_http_chunk_end:
+                    continue  # a chunked-encoding boundary, not the end of the body
             except TimeoutError:
                 # A quiet client: keep the lock alive and listen for release requests.
                 await self.lock.renew()
