@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-slow lint bench clean
+.PHONY: install run test test-slow lint bench bench-quick clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,10 @@ test-slow: install
 	$(BIN)/pytest -m slow -s
 
 bench: install
-	$(BIN)/python bench/bench_digest.py
+	$(BIN)/python bench/bench_suite.py
+
+bench-quick: install
+	$(BIN)/python bench/bench_suite.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

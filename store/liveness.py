@@ -23,8 +23,12 @@ from redis.asyncio import Redis
 
 from .record import KEY_PREFIX
 
-INSTANCE_TTL = 3.0  # seconds an instance key outlives its last refresh
-REFRESH_EVERY = 1.0
+# Seconds an instance key outlives its last refresh. Refreshes come every half second,
+# so a healthy process keeps its locks through Redis write stalls of several seconds
+# (seen at ~1 s with appendfsync always under heavy disk load), while a dead one's
+# locks are free within this long.
+INSTANCE_TTL = 6.0
+REFRESH_EVERY = 0.5
 
 
 def instance_key(instance_id: str) -> str:

@@ -56,9 +56,10 @@ class LockLost(Exception):
 
 @dataclass(frozen=True)
 class LockSettings:
-    # Seconds a lock lives without renewal: short, so that a crashed holder's lock frees
-    # itself well within a newcomer's wait; holders renew every renew_every seconds.
-    ttl: float = 10.0
+    # Seconds a lock lives without renewal. A dead holder's lock is taken over through its
+    # instance key (store/liveness.py) long before; the TTL is the last resort (a holder
+    # without liveness) and must outlast any stall of a live holder's renewals.
+    ttl: float = 30.0
     renew_every: float = 1.0  # how often a streaming holder renews (and sees release asks)
     wait: float = 20.0  # how long a newcomer waits before answering 423
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from .locks import LockLost, UploadLock
-from .record import EXPIRY_INDEX_KEY, UploadRecord, upload_key
+from .record import EXPIRY_INDEX_KEY, UploadRecord, lock_key, upload_key
 
 # KEYS[1] upload hash, KEYS[2] lock; ARGV[1] token, ARGV[2] expected offset ("" = any),
 # ARGV[3..] field/value pairs. -1: lock not ours; -2: offset moved; -3: no such upload.
@@ -26,6 +26,13 @@ return 1
 _GUARDED_DELETE = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 return redis.call('DEL', KEYS[1])
+"""
+
+
+# KEYS[1] upload hash, KEYS[2] lock. {1} when locked, else {0, HGETALL as a flat list}.
+_GET_UNLESS_LOCKED = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {1} end
+return {0, redis.call('HGETALL', KEYS[1])}
 """
 
 
@@ -51,6 +58,19 @@ class StateStore:
     async def get(self, upload_id: str) -> UploadRecord | None:
         raw = await self.redis.hgetall(upload_key(upload_id))
         return UploadRecord.from_redis(raw) if raw else None
+
+    async def get_unless_locked(self, upload_id: str) -> tuple[bool, UploadRecord | None]:
+        """(True, None) while a request holds the upload's lock; else (False, the record).
+
+        One round trip and no write: the cheap path for HEAD when nobody is streaming."""
+        answer = await self.redis.eval(
+            _GET_UNLESS_LOCKED, 2, upload_key(upload_id), lock_key(upload_id)
+        )
+        if int(answer[0]) == 1:
+            return True, None
+        flat = answer[1]
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        return False, UploadRecord.from_redis(raw) if raw else None
 
     async def update(
         self,

@@ -270,10 +270,10 @@ def test_head_after_kill_waits_out_the_dead_holders_lock(make_server) -> None:
 
 
 def test_head_after_kill_is_not_blocked_by_the_dead_holders_lock(make_server) -> None:
-    """kill -9 mid-PATCH, restart at once, HEAD with a 5 s --lock-wait (half the 10 s lock
-    TTL): the dead process's lock is taken over once its instance key lapses (3 s), so
-    the HEAD does not wait out the lock TTL and answer 423."""
-    server = make_server("--lock-wait", "5")
+    """kill -9 mid-PATCH, restart at once, HEAD with a 12 s --lock-wait (well under the 30 s
+    lock TTL): the dead process's lock is taken over once its instance key lapses (6 s),
+    so the HEAD does not wait out the lock TTL and answer 423."""
+    server = make_server("--lock-wait", "12")
     client = TusTestClient(server.files_url, TOKENS[USER])
     data = random.Random(3).randbytes(6 * MiB)
     url = kill_mid_patch(server, client, data, 3 * MiB)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 
 import requests
 
@@ -231,3 +232,19 @@ def test_sha256_when_enabled(make_server) -> None:
     meta = sidecar(server, "alice", "hashed.bin")
     assert meta["sha256"] == hashlib.sha256(data).hexdigest()
     assert meta["md5"] == hashlib.md5(data).hexdigest()
+
+
+def test_patch_without_any_body_answers(server: ServerProcess, alice: TusTestClient) -> None:
+    """No Content-Length, no Transfer-Encoding: an empty body (a deferred length being
+    declared, say). Found by the stateful test: the pump once spun on such a body."""
+    url = alice.create_url(None, "declared.bin")
+    path = url.removeprefix(server.url)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            f"PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+            f"Authorization: Bearer tok-alice\r\nUpload-Offset: 0\r\nUpload-Length: 5\r\n"
+            "Content-Type: application/offset+octet-stream\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = sock.recv(4096).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 204"), answer
+    assert alice.head(url).headers["Upload-Length"] == "5"

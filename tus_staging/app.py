@@ -107,6 +107,7 @@ def create_app(config: Config, redis_url: str) -> web.Application:
         await hooks.close()
         await liveness.stop()
         await redis.aclose()
+        app[SERVICES].block_executor.shutdown(wait=True)
         if isinstance(auth, KBaseAuth):
             await auth.close()
 

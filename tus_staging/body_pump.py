@@ -19,6 +19,7 @@ import contextlib
 import hmac
 import sys
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -110,6 +111,7 @@ class BodyPump:
         limit: int | None,
         stopping: asyncio.Event,
         checksum: ExpectedChecksum | None = None,
+        executor: Executor | None = None,
     ):
         self.request = request
         self.writer = writer
@@ -119,6 +121,7 @@ class BodyPump:
         self.limit = limit  # highest offset the body may reach (None: unbounded)
         self.stopping = stopping
         self.checksum = checksum
+        self.executor = executor  # where blocks are written and hashed (None: the default)
         if checksum is not None:
             # Nothing of a checksummed body may be committed before the whole body is checked.
             writer.body_checksum = new_checksum(checksum.algorithm)
@@ -168,7 +171,7 @@ class BodyPump:
                     # One buffered chunk at a time: readany() would join all buffered
                     # chunks into a new bytes object (a copy of the whole stream).
                     chunk, at_http_chunk_end = await content.readchunk()
-                if not chunk and at_http_chunk_end:
+                if not chunk and at_http_chunk_end and not content.is_eof():
                     continue  # a chunked-encoding boundary, not the end of the body
             except TimeoutError:
                 # A quiet client: keep the lock alive and listen for release requests.
@@ -227,7 +230,7 @@ class BodyPump:
         self.lock.check_valid()  # a writer that outlived its lock stops here
         if self.lock.renewal_due():
             await self.lock.renew()
-        in_flight = self._loop.run_in_executor(None, self.writer.absorb, block.chunks)
+        in_flight = self._loop.run_in_executor(self.executor, self.writer.absorb, block.chunks)
         in_flight.add_done_callback(self._after_block)
         self._in_flight = in_flight
 

@@ -13,13 +13,17 @@ from protocol.errors import InsufficientStorage, ServiceUnavailable, TusError
 from protocol.headers import TUS_VERSION
 from store.paths import PathInTheWay, UnsafePath
 
+from .services import REASON_KEY
+
 log = logging.getLogger("tus_staging")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def error_response(error: TusError) -> web.Response:
+def error_response(error: TusError, request: web.Request | None = None) -> web.Response:
+    if request is not None:
+        request[REASON_KEY] = error.reason  # the request log says why
     return web.Response(
         status=error.status,
         text=error.reason + "\n",
@@ -33,17 +37,19 @@ async def errors_to_responses(request: web.Request, handler: Handler) -> web.Str
     try:
         return await handler(request)
     except TusError as error:
-        return error_response(error)
+        return error_response(error, request)
     except PathInTheWay as error:  # a file where a folder is needed: a conflict with state
-        return error_response(TusError(str(error), status=409))
+        return error_response(TusError(str(error), status=409), request)
     except UnsafePath as error:
-        return error_response(TusError(str(error), status=400))
+        return error_response(TusError(str(error), status=400), request)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
         log.warning("redis unavailable during %s %s", request.method, request.path)
-        return error_response(ServiceUnavailable("state store unavailable, retry shortly"))
+        return error_response(ServiceUnavailable("state store unavailable, retry shortly"), request)
     except OSError as error:
         if error.errno in DISK_FULL:
-            return error_response(InsufficientStorage("no space left on the upload volume"))
+            return error_response(
+                InsufficientStorage("no space left on the upload volume"), request
+            )
         raise
 
 

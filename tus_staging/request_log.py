@@ -17,7 +17,7 @@ from aiohttp import web
 
 from .error_middleware import Handler
 from .metrics import REQUESTS
-from .services import USER_KEY
+from .services import REASON_KEY, USER_KEY
 
 access_log = logging.getLogger("tus_staging.access")
 
@@ -62,6 +62,7 @@ async def log_requests(request: web.Request, handler: Handler) -> web.StreamResp
             "upload_id": request.get(UPLOAD_ID) or request.match_info.get("upload_id"),
             "bytes": request.get(BYTES, 0),
             "duration_ms": round(duration * 1000, 1),
+            "reason": request.get(REASON_KEY),
         }
         access_log.info("%s", record, extra={"access": record})
 

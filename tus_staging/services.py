@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -30,6 +32,14 @@ class Services:
     hooks: Hooks
     # Set when the worker is shutting down: streaming PATCHes commit what they have and stop.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # Block writes + hashing get threads of their own, as many as cores: more would only
+    # contend for the CPU (and the GIL) with the event loop, and fsyncs, finalizes and
+    # metadata passes on the default executor never queue behind them.
+    block_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 2, thread_name_prefix="blocks"
+        )
+    )
 
 
 SERVICES = web.AppKey("services", Services)
@@ -40,6 +50,7 @@ def services_of(request: web.Request) -> Services:
 
 
 USER_KEY = "tus_staging.user"  # the authenticated user, for the request log
+REASON_KEY = "tus_staging.reason"  # why a request was refused, for the request log
 
 
 async def authenticated_user(request: web.Request) -> str:

@@ -19,7 +19,9 @@ from protocol.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    Gone,
     Locked,
+    NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
 )
@@ -39,7 +41,7 @@ from protocol.metadata import decode_metadata
 from store.locks import acquire_lock
 from store.partial import StreamState, create_partial, partial_path, remove_partial
 from store.paths import ensure_dir
-from store.record import UploadRecord, UploadStatus, finals_key
+from store.record import UploadRecord, UploadStatus, finals_key, is_upload_id
 
 from .body_pump import BodyEnd
 from .concatenation import create_final
@@ -172,21 +174,45 @@ async def head(request: web.Request) -> web.Response:
     check_tus_resumable(request.headers.get("Tus-Resumable"))
     services = services_of(request)
     user = await authenticated_user(request)
-    async with locked_upload(services, user, request.match_info["upload_id"]) as (_, record):
-        headers = {"Cache-Control": "no-store"}
-        # A final upload shows no offset until its concatenation has finished.
-        if not record.is_final_concat or record.status is UploadStatus.COMPLETE:
-            headers["Upload-Offset"] = str(record.offset)
-        if record.length is None:
-            headers["Upload-Defer-Length"] = "1"
-        else:
-            headers["Upload-Length"] = str(record.length)
-        if record.metadata:
-            headers["Upload-Metadata"] = record.metadata
-        if record.concat:
-            headers["Upload-Concat"] = record.concat
-        headers.update(_expiry_header(record))
-        return web.Response(status=200, headers=headers)
+    upload_id = request.match_info["upload_id"]
+    record = await _quiet_record(services, user, upload_id)
+    if record is not None:
+        return _head_response(record)
+    # Someone holds the lock (maybe a PATCH whose client vanished): ask it to commit and
+    # let go, so that the offset answered includes every byte it received.
+    async with locked_upload(services, user, upload_id) as (_, record):
+        return _head_response(record)
+
+
+async def _quiet_record(services: Services, user: str, upload_id: str) -> UploadRecord | None:
+    """The record when nobody holds the upload's lock and it needs no care; else None."""
+    if not is_upload_id(upload_id):
+        raise NotFound(f"no upload {upload_id!r}")
+    locked, record = await services.store.get_unless_locked(upload_id)
+    if locked:
+        return None
+    if record is None or record.owner != user:
+        raise NotFound(f"no upload {upload_id!r}")
+    if record.is_expired:
+        raise Gone(f"upload {upload_id} expired and is being removed")
+    return None if record.status is UploadStatus.FINALIZING else record
+
+
+def _head_response(record: UploadRecord) -> web.Response:
+    headers = {"Cache-Control": "no-store"}
+    # A final upload shows no offset until its concatenation has finished.
+    if not record.is_final_concat or record.status is UploadStatus.COMPLETE:
+        headers["Upload-Offset"] = str(record.offset)
+    if record.length is None:
+        headers["Upload-Defer-Length"] = "1"
+    else:
+        headers["Upload-Length"] = str(record.length)
+    if record.metadata:
+        headers["Upload-Metadata"] = record.metadata
+    if record.concat:
+        headers["Upload-Concat"] = record.concat
+    headers.update(_expiry_header(record))
+    return web.Response(status=200, headers=headers)
 
 
 async def patch(request: web.Request) -> web.Response:

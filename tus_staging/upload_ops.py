@@ -106,8 +106,9 @@ async def receive_body(
             config.expire_after,
         )  # fmt: skip
         pump = BodyPump(
-            request, writer, lock, services.store, settings, limit, services.stopping, checksum
-        )
+            request, writer, lock, services.store, settings, limit, services.stopping, checksum,
+            services.block_executor,
+        )  # fmt: skip
         try:
             result = await pump.run()
         except LockLost as error:
