@@ -238,10 +238,28 @@ class BodyPump:
         # Runs on the loop as the block completes, before the next block can be handed
         # out: the writer's offset and states are consistent here, so they are the
         # checkpoint's snapshot. Its fsync then overlaps the next blocks.
-        if done.cancelled() or done.exception() is not None or self._checkpoint is not None:
-            return
+        if not done.cancelled() and done.exception() is None:
+            self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self) -> None:
+        """Start a checkpoint if one is due and none is running (a failed one is kept
+        for _push to raise). Call only when no block is in flight or one just completed."""
+        running = self._checkpoint
+        if running is not None:
+            if not running.done() or running.cancelled() or running.exception() is not None:
+                return
+            self._checkpoint = None
         if self.writer.offset - self.committed >= self.settings.checkpoint_bytes:
-            self._checkpoint = asyncio.ensure_future(self._commit_snapshot(self._snapshot()))
+            checkpoint = asyncio.ensure_future(self._commit_snapshot(self._snapshot()))
+            checkpoint.add_done_callback(self._after_checkpoint)
+            self._checkpoint = checkpoint
+
+    def _after_checkpoint(self, done: asyncio.Future[None]) -> None:
+        # Bytes that arrived during the fsync may already make the next checkpoint due; if
+        # no block is in flight nobody else would start it until the client sends more.
+        # (Not when commit() has taken this checkpoint over: it commits the rest itself.)
+        if self._checkpoint is done and (self._in_flight is None or self._in_flight.done()):
+            self._maybe_checkpoint()
 
     async def _drain(self) -> None:
         if self._in_flight is not None:
