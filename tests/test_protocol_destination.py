@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from protocol.destination import upload_destination, validate_filename, validate_relative_dir
 from protocol.errors import BadRequest, TusError
+from tests.refusals import refusal as one_line_refusal
 
 ANY_TEXT = st.one_of(
     st.text(),
@@ -24,12 +25,10 @@ FORBIDDEN_CATEGORIES = {"Cc", "Zl", "Zp", "Cs"}
 
 
 def refusal(call: Callable[..., Any], *args: Any) -> TusError:
-    with pytest.raises(TusError) as caught:
-        call(*args)
-    error = caught.value
+    """Destinations are refused with 400 (BadRequest) and a one-line reason."""
+    error = one_line_refusal(call, *args)
     assert isinstance(error, BadRequest)
     assert error.status == 400
-    assert "\n" not in error.reason and "\r" not in error.reason
     return error
 
 

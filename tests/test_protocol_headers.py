@@ -34,6 +34,7 @@ from protocol.headers import (
     parse_method_override,
     parse_offset,
 )
+from tests.refusals import refusal
 
 SHA1_B64 = base64.b64encode(b"\x01" * 20).decode()
 MD5_B64 = base64.b64encode(b"\x02" * 16).decode()
@@ -47,14 +48,6 @@ ANY_TEXT = st.one_of(
     st.text(st.one_of(st.characters(), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF))),
     st.text(alphabet="0123456789 \t+-_abcdef;/:.,=final partial\r\n"),
 )
-
-
-def refusal(call: Callable[..., Any], *args: Any) -> TusError:
-    with pytest.raises(TusError) as caught:
-        call(*args)
-    error = caught.value
-    assert "\n" not in error.reason and "\r" not in error.reason
-    return error
 
 
 def assert_parses_or_refuses(call: Callable[..., Any], *args: Any) -> None:

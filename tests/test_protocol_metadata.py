@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.errors import TusError
 from protocol.metadata import decode_metadata, encode_metadata, metadata_text
+from tests.refusals import refusal
 
 VALID_KEYS = st.text(
     st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters=","), min_size=1
@@ -21,14 +19,6 @@ ANY_TEXT = st.one_of(
     st.text(st.one_of(st.characters(), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF))),
     st.text(alphabet="abAB019+/= ,\t\r\n"),
 )
-
-
-def refusal(call: Callable[..., Any], *args: Any) -> TusError:
-    with pytest.raises(TusError) as caught:
-        call(*args)
-    error = caught.value
-    assert "\n" not in error.reason and "\r" not in error.reason
-    return error
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,7 @@ from protocol.errors import (
     BadRequest,
     Conflict,
     Forbidden,
-    Gone,
     Locked,
-    NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
 )
@@ -46,6 +44,7 @@ from store.record import UploadRecord, UploadStatus, finals_key, is_upload_id
 from .body_pump import BodyEnd
 from .concatenation import create_final
 from .metrics import LOCK_RELEASES
+from .ownership import owned, refuse_expired
 from .request_log import UPLOAD_ID
 from .services import Services, authenticated_user, services_of
 from .upload_ops import (
@@ -187,14 +186,12 @@ async def head(request: web.Request) -> web.Response:
 async def _quiet_record(services: Services, user: str, upload_id: str) -> UploadRecord | None:
     """The record when nobody holds the upload's lock and it needs no care; else None."""
     if not is_upload_id(upload_id):
-        raise NotFound(f"no upload {upload_id!r}")
-    locked, record = await services.store.get_unless_locked(upload_id)
+        owned(None, user, upload_id)  # 404, as for any unknown upload
+    locked, found = await services.store.get_unless_locked(upload_id)
     if locked:
         return None
-    if record is None or record.owner != user:
-        raise NotFound(f"no upload {upload_id!r}")
-    if record.is_expired:
-        raise Gone(f"upload {upload_id} expired and is being removed")
+    record = owned(found, user, upload_id)
+    refuse_expired(record)
     return None if record.status is UploadStatus.FINALIZING else record
 
 

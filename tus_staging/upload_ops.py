@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from protocol.errors import BadRequest, Gone, Locked, NotFound, PayloadTooLarge
+from protocol.errors import BadRequest, Locked, NotFound, PayloadTooLarge
 from protocol.headers import parse_checksum
 from store.locks import LockLost, UploadLock, acquire_lock
 from store.partial import PartialWriter, StreamState, partial_path
@@ -20,7 +20,7 @@ from .body_pump import BodyEnd, BodyPump, ExpectedChecksum, PumpSettings
 from .concatenation import partial_completed
 from .finishing import finish
 from .metrics import LOCK_WAITS
-from .ownership import owned_record
+from .ownership import owned_record, refuse_expired
 from .services import Services
 
 
@@ -33,8 +33,8 @@ async def locked_upload(
     lock = await acquire_lock(services.redis, upload_id, services.config.lock)
     try:
         record = await owned_record(services, user, upload_id)
-        if record.is_expired and not allow_expired:
-            raise Gone(f"upload {upload_id} expired and is being removed")
+        if not allow_expired:
+            refuse_expired(record)
         if lock.waited:
             LOCK_WAITS.inc()
         if record.status is UploadStatus.FINALIZING:
