@@ -28,11 +28,18 @@ from .liveness import current as current_liveness
 from .record import lock_key, release_key
 
 # KEYS[1] lock, KEYS[2] release request; ARGV[1] token, ARGV[2] ttl ms.
-# Returns -1 when the token no longer holds the lock, else whether a release was asked.
+# Returns {-1, 0} when the token no longer holds the lock, else {whether a release was
+# asked, ms the lock has left}. The TTL is extended only once half of it has run out:
+# most renewals are then reads, which append nothing to Redis's AOF, so they cost no
+# fsync (with appendfsync always, each write's fsync stalls every other Redis client).
 _RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return redis.call('EXISTS', KEYS[2])
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0} end
+local left = redis.call('PTTL', KEYS[1])
+if left < tonumber(ARGV[2]) / 2 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    left = tonumber(ARGV[2])
+end
+return {redis.call('EXISTS', KEYS[2]), left}
 """
 
 # KEYS[1] lock, KEYS[2] the holder's instance key; ARGV[1] the holder's token.
@@ -91,10 +98,11 @@ class UploadLock:
     def key(self) -> str:
         return lock_key(self.upload_id)
 
-    def _mark_renewed(self, started: float) -> None:
+    def _mark_renewed(self, started: float, left: float | None = None) -> None:
         # Validity counts from when the renewal was *sent*, with a margin for clock drift.
         self._renewed_at = started
-        self._valid_until = started + self.settings.ttl * 0.8
+        left = self.settings.ttl if left is None else left
+        self._valid_until = started + left - self.settings.ttl * 0.2
 
     def check_valid(self) -> None:
         """Local, round-trip-free check; raises LockLost once validity has run out."""
@@ -116,7 +124,7 @@ class UploadLock:
     async def renew(self) -> None:
         self.check_liveness()
         started = time.monotonic()
-        answer = await self.redis.eval(
+        asked, left_ms = await self.redis.eval(
             _RENEW,
             2,
             self.key,
@@ -124,11 +132,11 @@ class UploadLock:
             self.token,
             int(self.settings.ttl * 1000),
         )
-        if int(answer) < 0:
+        if int(asked) < 0:
             self._valid_until = 0.0
             raise LockLost(f"lock on upload {self.upload_id} was lost")
-        self._mark_renewed(started)
-        self.release_requested = bool(int(answer))
+        self._mark_renewed(started, int(left_ms) / 1000)
+        self.release_requested = bool(int(asked))
 
     async def release(self) -> None:
         self._valid_until = 0.0

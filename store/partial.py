@@ -18,6 +18,7 @@ from .checksums import BodyChecksum
 from .digest import Digest, DigestStateError, ResumableDigest
 from .record import UploadRecord, digest_field
 from .scanner import ContentScanner, ScannerStateError
+from .writeback import start_writeback
 
 READ_BLOCK = 4 * 1024 * 1024
 
@@ -144,6 +145,7 @@ class PartialWriter:
             written_now = os.pwritev(self.fd, pending[:IOV_MAX], self.offset + written)
             written += written_now
             pending = _drop_written(pending, written_now)
+        start_writeback(self.fd, self.offset, size)
         for chunk in chunks:
             self.stream.feed(chunk)
             if self.body_checksum is not None:

@@ -72,6 +72,39 @@ async def test_second_acquirer_waits_then_gets_423_and_asks_for_release(redis: R
     await newcomer.release()
 
 
+async def test_renewal_writes_only_once_half_the_ttl_has_run_out(redis: Redis) -> None:
+    # Renewals are reads until then: no AOF append, so no fsync that stalls other clients.
+    settings = LockSettings(ttl=10, renew_every=0.05, wait=1)
+    lock = await acquire_lock(redis, "u-half", settings)
+    writes_before = await _write_commands(redis)
+    await asyncio.sleep(0.2)
+    await lock.renew()
+    assert await _write_commands(redis) == writes_before
+    assert await redis.pttl(lock.key) < 9_850  # not extended
+    lock.check_valid()
+
+    await redis.pexpire(lock.key, 4_000)  # less than half left
+    await lock.renew()
+    assert await redis.pttl(lock.key) > 9_000  # extended to the full TTL
+    await lock.release()
+
+
+async def test_local_validity_follows_what_redis_says_is_left(redis: Redis) -> None:
+    settings = LockSettings(ttl=1, renew_every=0.05, wait=1)
+    lock = await acquire_lock(redis, "u-left", settings)
+    await asyncio.sleep(0.3)
+    await lock.renew()  # ~0.7 s left, not extended: valid locally for ~0.5 s more
+    await asyncio.sleep(0.6)
+    with pytest.raises(LockLost):
+        lock.check_valid()
+    await lock.release()
+
+
+async def _write_commands(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("pexpire", "set"))
+
+
 async def test_newcomer_gets_lock_once_holder_releases(redis: Redis) -> None:
     holder = await acquire_lock(redis, "u2", FAST)
     settings = LockSettings(ttl=5, renew_every=0.05, wait=3)
