@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,9 +32,9 @@ from protocol.errors import Conflict
 
 from .crash_points import crash_point
 from .layout import DataLayout
-from .locks import LockSettings, UploadLock, acquire_lock
-from .partial import StreamState, file_identity, partial_path
-from .paths import ensure_dir
+from .locks import LockSettings, UploadLock, acquire_lock, keep_renewed
+from .partial import StreamState, file_identity, partial_path, stat_identity
+from .paths import ensure_dir, open_dir_inside
 from .record import FINALIZING_INDEX_KEY, UploadRecord, UploadStatus
 from .sidecar import metadata_record, read_tail, write_sidecar
 from .state_store import StateStore
@@ -66,22 +67,15 @@ def prepare_result(record: UploadRecord, layout: DataLayout, stream: StreamState
     return json.dumps(result, ensure_ascii=False).encode()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _copy_across_filesystems(source: Path, dest: Path, upload_id: str) -> None:
-    # The temp file sits in the destination directory, so the last step is a same-fs rename.
-    temp = dest.with_name(f".{upload_id}.tus-staging.tmp")
-    with open(source, "rb") as src, open(temp, "wb") as out:
+def _copy_across_filesystems(source: Path, folder: int, name: str, upload_id: str) -> None:
+    # The temp file sits in the destination folder, so the last step is a same-fs rename.
+    temp = f".{upload_id}.tus-staging.tmp"
+    out_fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=folder)
+    with open(source, "rb") as src, open(out_fd, "wb") as out:
         shutil.copyfileobj(src, out, 4 * 1024 * 1024)
         out.flush()
         os.fsync(out.fileno())
-    os.replace(temp, dest)
+    os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
 
 
 def place_file(record: UploadRecord, layout: DataLayout) -> None:
@@ -91,30 +85,52 @@ def place_file(record: UploadRecord, layout: DataLayout) -> None:
     sidecar = layout.sidecar_path(record.owner, relative)
     partial = partial_path(layout.upload_dir, record.id)
     ensure_dir(dest.parent)
-    if dest.is_dir():
-        raise Conflict(f"destination {record.destination!r} is a directory")
-    copied = False
-    if partial.exists():
-        try:
-            os.replace(partial, dest)
-        except OSError as error:
-            if error.errno != errno.EXDEV:
-                raise
-            _copy_across_filesystems(partial, dest, record.id)
-            copied = True
-        _fsync_dir(dest.parent)
-        crash_point("finalize-after-move")
-        ours = True
-    else:
-        # A crash came after the move: the staged file is ours only if still the same inode.
-        ours = dest.exists() and file_identity(dest) == record.partial_identity
-    if ours:
-        info = os.stat(dest)
-        result: dict[str, Any] = json.loads(record.result)
-        result["mtime"] = int(info.st_mtime * 1000)
-        write_sidecar(sidecar, result)
+    # Everything below goes through the folder's descriptor, checked to be inside the
+    # user's area: a symlink planted after the check above cannot redirect the move.
+    folder = open_dir_inside(layout.user_home(record.owner), dest.parent)
+    try:
+        if _is_dir_at(folder, dest.name):
+            raise Conflict(f"destination {record.destination!r} is a directory")
+        copied = False
+        if partial.exists():
+            try:
+                os.replace(partial, dest.name, dst_dir_fd=folder)
+            except OSError as error:
+                if error.errno != errno.EXDEV:
+                    raise
+                _copy_across_filesystems(partial, folder, dest.name, record.id)
+                copied = True
+            os.fsync(folder)
+            crash_point("finalize-after-move")
+            ours = True
+        else:
+            # A crash came after the move: the staged file is ours only if still the same
+            # inode.
+            ours = _identity_at(folder, dest.name) == record.partial_identity
+        if ours:
+            info = os.stat(dest.name, dir_fd=folder, follow_symlinks=False)
+            result: dict[str, Any] = json.loads(record.result)
+            result["mtime"] = int(info.st_mtime * 1000)
+            write_sidecar(sidecar, result)
+    finally:
+        os.close(folder)
     if copied:
         partial.unlink()  # only now: until the sidecar is written, a retry copies again
+
+
+def _is_dir_at(folder: int, name: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=folder).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _identity_at(folder: int, name: str) -> str | None:
+    try:
+        info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return stat_identity(info)
 
 
 async def finalize(
@@ -152,7 +168,9 @@ async def finalize(
         redis, destination_lock_name(record.owner, record.destination), lock_settings
     )
     try:
-        await asyncio.to_thread(place_file, record, layout)
+        # A move across filesystems copies the whole file: keep both locks alive meanwhile.
+        async with keep_renewed(lock, dest_lock):
+            await asyncio.to_thread(place_file, record, layout)
     finally:
         await dest_lock.release()
     crash_point("finalize-before-complete")

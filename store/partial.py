@@ -50,7 +50,11 @@ def remove_partial(path: Path) -> None:
 
 
 def file_identity(path: Path) -> str:
-    info = os.stat(path)
+    return stat_identity(os.stat(path))
+
+
+def stat_identity(info: os.stat_result) -> str:
+    """Device and inode: which file this is, whatever its name."""
     return f"{info.st_dev}:{info.st_ino}"
 
 

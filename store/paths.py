@@ -23,7 +23,10 @@ Policy:
 
 The check is a point-in-time one: callers re-run it just before acting (the server
 does so at POST and again right before the final move), since a symlink may have been
-planted in between.
+planted in between. For the final move itself, :func:`open_dir_inside` closes the last
+gap: it opens the destination's folder, checks where the *opened* folder really is, and
+the move then goes through that descriptor (``rename`` relative to it), so a symlink
+swapped in after the check cannot redirect it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ __all__ = [
     "PathInTheWay",
     "UnsafePath",
     "ensure_dir",
+    "open_dir_inside",
     "resolve_inside",
     "user_root",
 ]
@@ -208,3 +212,28 @@ def ensure_dir(path: Path, mode: int = 0o755) -> None:
         raise PathInTheWay(
             f"cannot create folder '{path}': '{blocker}' exists and is not a folder"
         ) from exc
+
+
+def open_dir_inside(root: Path, directory: Path) -> int:
+    """Open ``directory`` and return its descriptor, if what was opened lies inside ``root``.
+
+    The check is on the opened folder itself (its path as the kernel knows it), not on a
+    path that could change after the check: calls relative to the descriptor
+    (``dir_fd=``) stay in that folder whatever symlinks appear later. Raises
+    :class:`UnsafePath` when the folder is outside ``root``'s real path.
+    """
+    real_root = os.path.realpath(root)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            opened = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # no /proc: compare the opened folder with what its path names now
+            opened = os.path.realpath(directory)
+            if not os.path.samestat(os.fstat(fd), os.stat(opened)):
+                raise UnsafePath("path changed while it was being opened") from None
+        if not _is_inside(opened, real_root):
+            raise UnsafePath("path leads outside your area")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
