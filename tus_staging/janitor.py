@@ -15,7 +15,6 @@ import time
 from redis.asyncio import Redis
 
 from protocol.errors import Locked
-from store.finalize import finalize
 from store.layout import DataLayout
 from store.locks import LockSettings, acquire_lock
 from store.partial import partial_path, remove_partial
@@ -23,6 +22,7 @@ from store.record import FINALIZING_INDEX_KEY, KEY_PREFIX, UploadStatus, finals_
 from store.state_store import StateStore
 
 from .events import Events
+from .finishing import finish_with
 
 log = logging.getLogger("tus_staging.janitor")
 
@@ -86,10 +86,8 @@ async def complete_stuck_finalizes(
             if record is None or record.status is not UploadStatus.FINALIZING:
                 await redis.zrem(FINALIZING_INDEX_KEY, upload_id)
                 continue
-            record = await finalize(redis, store, lock, record, layout, None, lock_settings)
+            await finish_with(redis, store, layout, lock_settings, events, lock, record, None)
             done += 1
-            if events is not None:
-                await events.emit("finished", record)
             log.info("completed interrupted finalize of upload %s", upload_id)
         finally:
             await lock.release()
