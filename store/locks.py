@@ -15,8 +15,10 @@ holder's instance, and a newcomer takes over at once a lock whose holder is dead
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -141,6 +143,44 @@ class UploadLock:
     async def release(self) -> None:
         self._valid_until = 0.0
         await self.redis.eval(_RELEASE, 1, self.key, self.token)
+
+
+async def renew_between(lock: UploadLock, step: Callable[[], Awaitable[int]]) -> int:
+    """Await ``step`` (one block of work, answering how many bytes it handled, 0 at the
+    end) until it answers 0, checking the lock and renewing it between blocks. Returns
+    the bytes handled in all. For loops that read or copy a whole file under a lock."""
+    total = 0
+    while count := await step():
+        total += count
+        lock.check_valid()
+        if lock.renewal_due():
+            await lock.renew()
+    return total
+
+
+@contextlib.asynccontextmanager
+async def keep_renewed(*locks: UploadLock) -> AsyncIterator[None]:
+    """Renew ``locks`` in the background while the body awaits one long blocking step (a
+    copy across filesystems, a digest recomputed from disk) that cannot renew between
+    blocks; without it a step longer than the TTL would let a second writer in."""
+
+    async def renew_forever() -> None:
+        every = min(lock.settings.renew_every for lock in locks)
+        while True:
+            await asyncio.sleep(every)
+            for lock in locks:
+                await lock.renew()
+
+    task = asyncio.create_task(renew_forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
+    # A renewal that failed (the lock was lost meanwhile) surfaces here, not silently.
+    failure = None if task.cancelled() else task.exception()
+    if failure is not None:
+        raise failure
 
 
 async def acquire_lock(

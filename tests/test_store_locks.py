@@ -11,7 +11,14 @@ from redis.asyncio import Redis
 
 from protocol.errors import Locked
 from store.liveness import Liveness, instance_key
-from store.locks import LockLost, LockSettings, UploadLock, acquire_lock
+from store.locks import (
+    LockLost,
+    LockSettings,
+    UploadLock,
+    acquire_lock,
+    keep_renewed,
+    renew_between,
+)
 from store.record import UploadRecord, UploadStatus, new_upload_id
 from store.state_store import StaleOffset, StateStore, UploadVanished
 
@@ -223,3 +230,37 @@ async def test_a_process_taken_for_dead_stops_writing(redis: Redis) -> None:
     fresh = await acquire_lock(redis, "u7", LockSettings(ttl=30), liveness)
     fresh.check_valid()  # new locks of the re-announced instance are fine
     await liveness.stop()
+
+
+async def test_keep_renewed_holds_a_lock_through_a_step_longer_than_its_ttl(
+    redis: Redis,
+) -> None:
+    lock = await acquire_lock(redis, "u-long", FAST)
+    async with keep_renewed(lock):
+        await asyncio.to_thread(time.sleep, FAST.ttl * 3)  # a blocking copy, say
+    assert await redis.get(lock.key) == lock.token.encode()
+    lock.check_valid()
+    with pytest.raises(Locked):  # nobody got in meanwhile
+        await acquire_lock(redis, "u-long", FAST)
+    await lock.release()
+
+
+async def test_keep_renewed_reports_a_lock_lost_during_the_step(redis: Redis) -> None:
+    lock = await acquire_lock(redis, "u-lost", FAST)
+    with pytest.raises(LockLost):
+        async with keep_renewed(lock):
+            await redis.delete(lock.key)
+            await asyncio.to_thread(time.sleep, FAST.renew_every * 4)
+
+
+async def test_renew_between_adds_up_blocks_and_renews_between_them(redis: Redis) -> None:
+    lock = await acquire_lock(redis, "u-blocks", FAST)
+    blocks = [3, 5, 7]
+
+    async def step() -> int:
+        await asyncio.sleep(FAST.ttl / 2)  # three of these outlast the TTL
+        return blocks.pop(0) if blocks else 0
+
+    assert await renew_between(lock, step) == 15
+    assert await redis.get(lock.key) == lock.token.encode()
+    await lock.release()

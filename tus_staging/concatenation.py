@@ -11,13 +11,13 @@ into staging like any upload.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from protocol.errors import BadRequest, Locked, PayloadTooLarge
 from protocol.headers import Concat
-from store.locks import LockSettings, UploadLock, acquire_lock
+from store.locks import LockSettings, UploadLock, acquire_lock, renew_between
 from store.partial import (
     PartialWriter,
     StreamState,
@@ -128,12 +128,8 @@ async def _concatenate(services: Services, lock: UploadLock, final: UploadRecord
         for upload_id in final.parts:
             source = await asyncio.to_thread(open, partial_path(upload_dir, upload_id), "rb")
             try:
-                step = _copy_step(source.read, writer)
                 # One executor hop per block; the lock is renewed between blocks.
-                while await asyncio.to_thread(step):
-                    lock.check_valid()
-                    if lock.renewal_due():
-                        await lock.renew()
+                await renew_between(lock, _copy_step(source.read, writer))
             finally:
                 await asyncio.to_thread(source.close)
         await asyncio.to_thread(writer.sync)
@@ -146,14 +142,17 @@ async def _concatenate(services: Services, lock: UploadLock, final: UploadRecord
     return writer.stream
 
 
-def _copy_step(read: Callable[[int], bytes], writer: PartialWriter) -> Callable[[], bool]:
-    def step() -> bool:
+def _copy_step(read: Callable[[int], bytes], writer: PartialWriter) -> Callable[[], Awaitable[int]]:
+    def step() -> int:
         block = read(COPY_BLOCK)
         if block:
             writer.absorb([block])
-        return bool(block)
+        return len(block)
 
-    return step
+    async def in_thread() -> int:
+        return await asyncio.to_thread(step)
+
+    return in_thread
 
 
 def _ensure_empty(path: Path) -> None:

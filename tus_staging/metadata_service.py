@@ -19,9 +19,10 @@ from typing import Any, BinaryIO
 
 from redis.asyncio import Redis
 
+from protocol.errors import ServiceUnavailable
 from store.area_files import entry
 from store.layout import DataLayout
-from store.locks import LockSettings, acquire_lock
+from store.locks import LockLost, LockSettings, acquire_lock, renew_between
 from store.partial import StreamState
 from store.sidecar import metadata_record, read_sidecar, read_tail, write_sidecar
 
@@ -85,11 +86,11 @@ class MetadataService:
             stream = StreamState.fresh(self.digest_names)
             handle: BinaryIO = await asyncio.to_thread(open, path, "rb")
             try:
-                size = 0
-                while block_size := await asyncio.to_thread(_feed_block, handle, stream):
-                    size += block_size
-                    if lock.renewal_due():
-                        await lock.renew()
+                size = await renew_between(
+                    lock, lambda: asyncio.to_thread(_feed_block, handle, stream)
+                )
+            except LockLost as error:  # Redis unreachable for most of a lock's TTL
+                raise ServiceUnavailable(f"metadata of {relative} not computed: {error}") from None
             finally:
                 await asyncio.to_thread(handle.close)
             scan = stream.scanner.finish()

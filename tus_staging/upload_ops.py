@@ -11,7 +11,7 @@ from aiohttp import web
 
 from protocol.errors import BadRequest, Locked, NotFound, PayloadTooLarge
 from protocol.headers import parse_checksum
-from store.locks import LockLost, UploadLock, acquire_lock
+from store.locks import LockLost, UploadLock, acquire_lock, keep_renewed
 from store.partial import PartialWriter, StreamState, partial_path
 from store.record import UploadRecord, UploadStatus
 from store.state_store import StaleOffset, UploadVanished
@@ -99,7 +99,8 @@ async def receive_body(
             f"a body of {declared} bytes at offset {record.offset} runs past {limit}"
         )
     path = partial_path(services.layout.upload_dir, record.id)
-    writer = await asyncio.to_thread(_open_writer, record, config.digest_names, path)
+    async with keep_renewed(lock):  # restoring may recompute digests from the file
+        writer = await asyncio.to_thread(_open_writer, record, config.digest_names, path)
     try:
         settings = PumpSettings(
             config.block_size, config.checkpoint_bytes, config.network_timeout,
@@ -136,7 +137,8 @@ async def complete_upload(
         return await partial_completed(services, lock, record)
     if stream is None:
         path = partial_path(services.layout.upload_dir, record.id)
-        stream = await asyncio.to_thread(
-            StreamState.restore, record, services.config.digest_names, path
-        )
+        async with keep_renewed(lock):  # restoring may recompute digests from the file
+            stream = await asyncio.to_thread(
+                StreamState.restore, record, services.config.digest_names, path
+            )
     return await finish(services, lock, record, stream)
