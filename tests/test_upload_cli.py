@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from .conftest import md5_of
+from .fault_proxy import FaultProxy, throttle
 from .servers import TOKENS, RedisProcess, ServerProcess
 
 
@@ -68,14 +69,17 @@ def bytes_received(server: ServerProcess) -> float:
     return 0.0
 
 
-def start_upload(server: ServerProcess, tmp_path: Path, *args: str) -> subprocess.Popen:
+def start_upload(
+    server: ServerProcess, tmp_path: Path, *args: str, files_url: str | None = None
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
         "TUS_STAGING_TOKEN": "tok-alice",
     }
+    url = files_url or server.files_url
     return subprocess.Popen(
-        [sys.executable, "-m", "tus_staging.cli", "upload", "--url", server.files_url, *args],
+        [sys.executable, "-m", "tus_staging.cli", "upload", "--url", url, *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -90,19 +94,25 @@ def test_interrupted_upload_resumes_when_run_again(
     for index, size in enumerate(sizes):
         (source / f"part{index}.bin").write_bytes(os.urandom(size))
     total = sum(sizes)
-    first = start_upload(server, tmp_path, str(source), "--chunk-size", "1M")
-    deadline = time.monotonic() + 60
-    while bytes_received(server) < 6_000_000 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    first.send_signal(stop)
-    _, stderr = first.communicate(timeout=30)
-    if stop == signal.SIGINT:
-        assert first.returncode == 130
-        assert "run the same command again to resume" in stderr
-    before_second = bytes_received(server)
-    assert 0 < before_second < total
-    second = start_upload(server, tmp_path, str(source), "--chunk-size", "1M")
-    _, stderr = second.communicate(timeout=120)
+    # Throttled, so that the stop lands mid-batch: unthrottled, the last 15 MB can arrive
+    # in the 20 ms between two looks at the counter (seen on a fast machine).
+    with FaultProxy(server.url, default=throttle(10_000_000)) as proxy:
+        files_url = server.files_url.replace(server.url, proxy.url)
+        first = start_upload(server, tmp_path, str(source), "--chunk-size", "1M",
+                             files_url=files_url)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while bytes_received(server) < 6_000_000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first.send_signal(stop)
+        _, stderr = first.communicate(timeout=30)
+        if stop == signal.SIGINT:
+            assert first.returncode == 130
+            assert "run the same command again to resume" in stderr
+        before_second = bytes_received(server)
+        assert 0 < before_second < total
+        second = start_upload(server, tmp_path, str(source), "--chunk-size", "1M",
+                              files_url=files_url)  # fmt: skip
+        _, stderr = second.communicate(timeout=120)
     assert second.returncode == 0, stderr
     sent_second = bytes_received(server) - before_second
     assert sent_second < total  # it resumed instead of starting over
