@@ -24,6 +24,10 @@ READ_BLOCK = 4 * 1024 * 1024
 
 
 IOV_MAX = 1024  # Linux's limit on buffers per pwritev call
+# Bytes written before their disk write is started (store/writeback.py): large enough
+# for the filesystem to allocate and submit big extents, small enough that a
+# checkpoint's fsync never meets a burst.
+WRITEBACK_WINDOW = 16 * 1024 * 1024
 
 
 def _drop_written(chunks: list[bytes], count: int) -> list[bytes]:
@@ -127,6 +131,8 @@ class PartialWriter:
     # The request's Upload-Checksum, fed in the same hop as the digests.
     body_checksum: BodyChecksum | None = None
     _closed: bool = field(default=False, repr=False)
+    # The first byte whose disk write has not been started (-1: the offset at open).
+    _unstarted_from: int = field(default=-1, repr=False)
 
     @classmethod
     def open(cls, path: Path, committed_offset: int, stream: StreamState) -> PartialWriter:
@@ -149,17 +155,25 @@ class PartialWriter:
             written_now = os.pwritev(self.fd, pending[:IOV_MAX], self.offset + written)
             written += written_now
             pending = _drop_written(pending, written_now)
-        start_writeback(self.fd, self.offset, size)
+        self._start_writeback(self.offset + size)
         for chunk in chunks:
             self.stream.feed(chunk)
             if self.body_checksum is not None:
                 self.body_checksum.update(chunk)
         self.offset += size
 
+    def _start_writeback(self, end: int) -> None:
+        if self._unstarted_from < 0:
+            self._unstarted_from = self.offset
+        if end - self._unstarted_from >= WRITEBACK_WINDOW:
+            start_writeback(self.fd, self._unstarted_from, end - self._unstarted_from)
+            self._unstarted_from = end
+
     def discard_to(self, committed_offset: int) -> None:
         """Drop bytes past the committed offset (a chunk that failed its checksum)."""
         os.ftruncate(self.fd, committed_offset)
         self.offset = committed_offset
+        self._unstarted_from = min(self._unstarted_from, committed_offset)
 
     def sync(self) -> None:
         os.fsync(self.fd)

@@ -1,14 +1,18 @@
-"""Write-behind (store/writeback.py) on a real file: it loads on Linux and changes no bytes."""
+"""Write-behind (store/writeback.py): it loads on Linux, changes no bytes, and the writer
+hands every written byte to it once, in contiguous windows."""
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from store import writeback
+from store import partial, writeback
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="sync_file_range is Linux-only")
@@ -37,3 +41,48 @@ def test_a_failing_call_is_ignored(tmp_path: Path) -> None:
     fd = os.open(tmp_path / "g", os.O_CREAT | os.O_WRONLY, 0o644)
     os.close(fd)
     writeback.start_writeback(fd, 0, 4096)
+
+
+WINDOW = 64 * 1024
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    start=st.integers(0, 3 * WINDOW),
+    sizes=st.lists(st.integers(1, 3 * WINDOW), max_size=12),
+)
+def test_writer_starts_writeback_in_contiguous_windows(start: int, sizes: list[int]) -> None:
+    started: list[tuple[int, int]] = []
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(partial, "WRITEBACK_WINDOW", WINDOW)
+        patch.setattr(partial, "start_writeback", lambda fd, off, n: started.append((off, n)))
+        path = Path(tmp) / "p"
+        path.write_bytes(b"\0" * start)
+        writer = partial.PartialWriter.open(path, start, partial.StreamState.fresh(["md5"]))
+        try:
+            for size in sizes:
+                writer.absorb([os.urandom(size)])
+        finally:
+            writer.close()
+        assert path.stat().st_size == start + sum(sizes)
+    position = start
+    for offset, count in started:
+        assert offset == position  # no gap, no overlap
+        assert WINDOW <= count < WINDOW + 3 * WINDOW
+        position += count
+    assert start + sum(sizes) - position < WINDOW  # only the last, short window is left
+
+
+def test_discarded_bytes_are_started_again_once_rewritten(tmp_path: Path) -> None:
+    started: list[tuple[int, int]] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(partial, "WRITEBACK_WINDOW", WINDOW)
+        patch.setattr(partial, "start_writeback", lambda fd, off, n: started.append((off, n)))
+        path = tmp_path / "p"
+        path.touch()
+        writer = partial.PartialWriter.open(path, 0, partial.StreamState.fresh(["md5"]))
+        writer.absorb([b"x" * (WINDOW // 2)])
+        writer.discard_to(0)  # a chunk that failed its checksum
+        writer.absorb([b"y" * WINDOW])
+        writer.close()
+    assert started == [(0, WINDOW)]
