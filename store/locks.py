@@ -44,14 +44,6 @@ end
 return {redis.call('EXISTS', KEYS[2]), left}
 """
 
-# KEYS[1] lock, KEYS[2] the holder's instance key; ARGV[1] the holder's token.
-# Deletes the lock if that holder still has it and its instance is gone (it died).
-_TAKE_OVER_FROM_DEAD = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-return redis.call('DEL', KEYS[1])
-"""
-
 # KEYS[1] lock; ARGV[1] token. Deletes the lock only if we still hold it.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -228,8 +220,9 @@ async def _took_over_from_dead_holder(redis: Redis, upload_id: str) -> bool:
     instance, sep, _ = holder.decode(errors="replace").partition(":")
     if not sep:
         return False  # a holder without liveness: only its TTL frees the lock
-    return bool(
-        await redis.eval(
-            _TAKE_OVER_FROM_DEAD, 2, lock_key(upload_id), instance_key(instance), holder
-        )
-    )
+    # Two single-key steps (Redis Cluster keeps the lock and the instance key in different
+    # slots). Safe: an instance key never comes back once expired — its owner's refresh
+    # (SET XX) fails and voids every lock it held — so "gone now" means "dead for good".
+    if await redis.exists(instance_key(instance)):
+        return False
+    return bool(await redis.eval(_RELEASE, 1, lock_key(upload_id), holder))
