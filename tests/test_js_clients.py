@@ -34,6 +34,7 @@ import pytest
 import requests
 
 from .conftest import md5_of
+from .fault_proxy import FaultProxy, throttle
 from .servers import TOKENS, ServerProcess, free_port
 
 JS_DIR = Path(__file__).parent / "js"
@@ -154,8 +155,10 @@ def node_upload(
     chunk_size: int,
     dest_path: str | None = None,
     options: tuple[str, ...] = (),
+    files_url: str | None = None,
 ) -> dict[str, Any]:
-    args = [server.files_url, TOKEN, str(source), str(parallel), str(chunk_size), *options]
+    endpoint = files_url or server.files_url
+    args = [endpoint, TOKEN, str(source), str(parallel), str(chunk_size), *options]
     if dest_path is not None:
         args += ["--dest-path", dest_path]
     done = run_node("tus_node_upload.mjs", *args)
@@ -226,20 +229,24 @@ def test_tus_js_client_resumes_an_aborted_upload(
     url_storage = tmp_path / "tus-url-storage.json"
     storage = ("--url-storage", str(url_storage))
 
-    first = node_upload(
-        server, source, parallel=1, chunk_size=chunk_size, dest_path="node/resumed",
-        options=(*storage, "--abort-after", "0.3"),
-    )  # fmt: skip
-    assert first["aborted"], first
-    assert first["url"].startswith(server.files_url)
-    kept = int(head(first["url"]).headers["Upload-Offset"])
-    assert 0 < kept < 32 * MiB, f"the server kept {kept} bytes of the aborted upload"
-    assert not (server.data_dir / "staging" / USER / "node/resumed/resumed.bin").exists()
+    # Throttled: unthrottled, the rest of a one-PATCH body can reach the server between the
+    # progress event that triggers the abort and the abort itself (seen on a fast machine).
+    with FaultProxy(server.url, default=throttle(20 * MiB)) as proxy:
+        files_url = server.files_url.replace(server.url, proxy.url)
+        first = node_upload(
+            server, source, parallel=1, chunk_size=chunk_size, dest_path="node/resumed",
+            options=(*storage, "--abort-after", "0.3"), files_url=files_url,
+        )  # fmt: skip
+        assert first["aborted"], first
+        assert first["url"].startswith(files_url)
+        kept = int(head(first["url"]).headers["Upload-Offset"])
+        assert 0 < kept < 32 * MiB, f"the server kept {kept} bytes of the aborted upload"
+        assert not (server.data_dir / "staging" / USER / "node/resumed/resumed.bin").exists()
 
-    second = node_upload(
-        server, source, parallel=1, chunk_size=chunk_size, dest_path="node/resumed",
-        options=(*storage, "--resume"),
-    )  # fmt: skip
+        second = node_upload(
+            server, source, parallel=1, chunk_size=chunk_size, dest_path="node/resumed",
+            options=(*storage, "--resume"), files_url=files_url,
+        )  # fmt: skip
     assert second["previousUploads"] == 1
     assert second["resumedFrom"] == first["url"]
     assert second["url"] == first["url"]

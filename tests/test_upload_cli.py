@@ -81,7 +81,14 @@ def start_upload(
     return subprocess.Popen(
         [sys.executable, "-m", "tus_staging.cli", "upload", "--url", url, *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A test run started in the background by a shell inherits SIGINT ignored, and so
+        # would the CLI (Python only turns SIGINT into KeyboardInterrupt when it is not).
+        preexec_fn=_default_sigint,
     )  # fmt: skip
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL])
