@@ -12,7 +12,9 @@ installed with ``npm ci`` on first use from its package.json + lock). Then, inte
 * limits: ``md5sum`` of a 1 GiB random file (page-cached, 2nd run) and ``dd bs=4M
   conv=fdatasync`` of it on the same filesystem;
 * that file as ONE PATCH (http.client, 1 MiB sends) and by tuspy in 64 MiB chunks, against
-  tus-staging and (one PATCH) the Node server;
+  tus-staging and (one PATCH) the Node server; a 1 GiB FASTQ-like text file as one PATCH
+  (random bytes are binary, and the scanner stops at the first block: text is the case
+  where line counting and UTF-8 checking run on every byte);
 * 8 concurrent uploads of 128 MiB (8 different files, one client process and one PATCH
   each) against ``--workers 1``, ``--workers 2`` and Node, aggregate MB/s, while a thread
   HEADs a small unfinished upload every 20 ms (p50/p99 over all rounds) and another GETs a
@@ -665,6 +667,39 @@ def write_random(path: Path, nbytes: int) -> str:
     return md5.hexdigest()
 
 
+_BASES = bytes(b"ACGT"[i % 4] for i in range(256))
+
+
+def fastq_block(seed: int, size: int = MiB) -> bytes:
+    """``size`` bytes of FASTQ-like text (whole 4-line records, then newline padding)."""
+    records = []
+    length = 0
+    number = seed * 100_000
+    while True:
+        sequence = os.urandom(100).translate(_BASES)
+        quality = bytes(33 + b % 41 for b in os.urandom(100))
+        record = b"@read_%d length=100\n%s\n+\n%s\n" % (number, sequence, quality)
+        if length + len(record) > size:
+            break
+        records.append(record)
+        length += len(record)
+        number += 1
+    return b"".join(records) + b"\n" * (size - length)
+
+
+def write_text(path: Path, nbytes: int) -> str:
+    """A FASTQ-like text file: 16 distinct 1 MiB blocks, repeated (the scanner and md5 do
+    the same work on every byte whatever repeats)."""
+    blocks = [fastq_block(seed) for seed in range(16)]
+    md5 = hashlib.md5()
+    with open(path, "wb") as handle:
+        for index in range(nbytes // MiB):
+            block = blocks[index % len(blocks)]
+            md5.update(block)
+            handle.write(block)
+    return md5.hexdigest()
+
+
 def machine_lines(started: float) -> list[str]:
     model = "unknown"
     with contextlib.suppress(OSError):
@@ -766,6 +801,9 @@ def main() -> None:
             say(f"writing the {single_label} file and {conc_label} files")
             single = tmp / "random.bin"
             write_random(single, single_size)
+            text_file = tmp / "reads.fastq"
+            text_md5 = write_text(text_file, single_size)
+            subprocess.run(["cat", str(text_file)], stdout=subprocess.DEVNULL, check=True)
             files = [tmp / f"part-{i}.bin" for i in range(parts)]
             part_md5 = [write_random(f, part_size) for f in files]
             for f in files:  # page-cache them, like the single file's md5sum does
@@ -788,7 +826,7 @@ def main() -> None:
             idle.latencies = probe.latencies
             idle.redis_latencies = redis_idle.latencies
 
-            one_patch, tuspy, meta = Runs(), Runs(), Runs()
+            one_patch, text_patch, tuspy, meta = Runs(), Runs(), Runs(), Runs()
             node_patch = Runs()
             finalize_1: list[PatchTiming] = []
             conc = {t.label: Runs() for t in (tus_1, tus_2, node_target) if t}
@@ -804,6 +842,11 @@ def main() -> None:
                     timing, usage, url = node_single(node_target, single)
                     node_patch.add(single_size, timing.seconds, usage)
                     node_remove(node_target, [url], [single_size])
+                say(f"round {round_}/{runs}: {single_label} text, one PATCH, tus-staging")
+                os.sync()
+                tus_1.begin()
+                timing = bench_1.http_client_chunks(text_file, text_md5)
+                text_patch.add(single_size, timing.seconds, tus_1.end())
                 say(f"round {round_}/{runs}: {single_label} tuspy 64 MiB chunks")
                 os.sync()
                 tus_1.begin()
@@ -878,6 +921,10 @@ def main() -> None:
                 one_patch, node_rate,
                 f"md5 + line count + text detection; finalize (body read → 204) "
                 f"{median_ms(fin)}",
+            )  # fmt: skip
+            throughput_row(
+                f"{single_label} FASTQ-like text, one PATCH, tus-staging -w 1", text_patch,
+                node_rate, "the scanner works on every byte (binary files stop it at once)",
             )  # fmt: skip
             throughput_row(
                 f"{single_label}, tuspy 64 MiB chunks, tus-staging -w 1", tuspy, node_rate,
