@@ -18,7 +18,7 @@ from .checksums import BodyChecksum
 from .digest import Digest, DigestStateError, ResumableDigest
 from .record import UploadRecord, digest_field
 from .scanner import ContentScanner, ScannerStateError
-from .writeback import start_writeback
+from .writeback import drop_cached, start_writeback
 
 READ_BLOCK = 4 * 1024 * 1024
 
@@ -133,6 +133,7 @@ class PartialWriter:
     _closed: bool = field(default=False, repr=False)
     # The first byte whose disk write has not been started (-1: the offset at open).
     _unstarted_from: int = field(default=-1, repr=False)
+    _released_to: int = field(default=0, repr=False)  # page cache dropped below this offset
 
     @classmethod
     def open(cls, path: Path, committed_offset: int, stream: StreamState) -> PartialWriter:
@@ -175,8 +176,13 @@ class PartialWriter:
         self.offset = committed_offset
         self._unstarted_from = min(self._unstarted_from, committed_offset)
 
-    def sync(self) -> None:
+    def sync(self, written_before: int | None = None) -> None:
+        """fsync; then drop the page cache of the first ``written_before`` bytes, all of
+        them written before this call and now clean (see store/writeback.py)."""
         os.fsync(self.fd)
+        if written_before is not None and written_before > self._released_to:
+            drop_cached(self.fd, self._released_to, written_before - self._released_to)
+            self._released_to = written_before
 
     def close(self) -> None:
         if not self._closed:

@@ -10,11 +10,20 @@ dirty backlog to what the disk is writing right now: checkpoint fsyncs find litt
 left to do and the disk queue stays short. It does not wait for the write to finish,
 and it is not a durability step: the checkpoint's fsync still is.
 
+Once a checkpoint's fsync has made a range durable, its pages are clean and nobody will
+read them again (digests, line count and head were taken as the bytes streamed in, the
+tail is 4 KiB): :func:`drop_cached` hands them back (``POSIX_FADV_DONTNEED``), as
+``dd oflag=nocache`` does. An upload of hundreds of GB then holds at most a checkpoint or
+two of page cache instead of pushing everything else out of memory; on the development
+VM it also doubled a single upload's throughput, where memory the guest had never
+touched costs several times more to fill than memory it recycles.
+
 Linux only; elsewhere (or if the call fails) it does nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -46,6 +55,14 @@ _start = _load() if os.uname().sysname == "Linux" else None
 
 def available() -> bool:
     return _start is not None
+
+
+def drop_cached(fd: int, offset: int, size: int) -> None:
+    """Drop the (clean) cached pages of ``size`` bytes at ``offset``: a hint, never fatal."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None and size > 0:
+        with contextlib.suppress(OSError):
+            advise(fd, offset, size, os.POSIX_FADV_DONTNEED)
 
 
 def start_writeback(fd: int, offset: int, size: int) -> None:

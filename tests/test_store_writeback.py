@@ -4,6 +4,8 @@ hands every written byte to it once, in contiguous windows."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -44,6 +46,7 @@ def test_a_failing_call_is_ignored(tmp_path: Path) -> None:
 
 
 WINDOW = 64 * 1024
+MiB = 1024 * 1024
 
 
 @settings(max_examples=60, deadline=None)
@@ -86,3 +89,31 @@ def test_discarded_bytes_are_started_again_once_rewritten(tmp_path: Path) -> Non
         writer.absorb([b"y" * WINDOW])
         writer.close()
     assert started == [(0, WINDOW)]
+
+
+def cached_bytes(path: Path) -> int:
+    """Bytes of ``path`` in the page cache, as util-linux's fincore reports them."""
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return int(out.stdout.strip())
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="util-linux fincore not installed")
+def test_checkpoint_sync_hands_the_durable_bytes_back_to_the_page_cache(tmp_path: Path) -> None:
+    path = tmp_path / "p"
+    path.touch()
+    writer = partial.PartialWriter.open(path, 0, partial.StreamState.fresh(["md5"]))
+    try:
+        writer.absorb([os.urandom(4 * MiB), os.urandom(4 * MiB)])
+        writer.sync()  # no offset named: durable, and the cache is left alone
+        assert cached_bytes(path) == 8 * MiB
+        writer.sync(written_before=8 * MiB)
+        assert cached_bytes(path) == 0
+        writer.absorb([os.urandom(4 * MiB)])
+        writer.sync(written_before=10 * MiB)  # bytes past the named offset stay cached
+        assert 0 < cached_bytes(path) <= 2 * MiB
+    finally:
+        writer.close()
+    assert path.stat().st_size == 12 * MiB

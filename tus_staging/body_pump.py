@@ -284,7 +284,7 @@ class BodyPump:
         """fsync, then move the committed offset in Redis (only while the lock is ours)."""
         offset, fields = snapshot
         # The fsync covers at least every byte up to ``offset`` (written before it began).
-        await self._loop.run_in_executor(None, self.writer.sync)
+        await self._loop.run_in_executor(None, self.writer.sync, offset)
         crash_point("commit-after-fsync")
         now = time.time()
         expires = now + self.settings.expire_after
