@@ -755,6 +755,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="add py-spy profiles")
     parser.add_argument("--no-node", action="store_true", help="skip the Node reference server")
     args = parser.parse_args()
+    if args.profile and not PY_SPY.exists():
+        raise SystemExit(f"--profile needs py-spy at {PY_SPY}: pip install -e '.[bench]'")
     started = time.perf_counter()
     runs = args.runs or (1 if args.quick else 3)
     single_size = 256 * MiB if args.quick else GiB
