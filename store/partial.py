@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +75,22 @@ def read_blocks(path: Path, start: int, end: int, block: int = READ_BLOCK) -> It
             yield data
 
 
+_scan_threads: ThreadPoolExecutor | None = None
+
+
+def _scan_pool() -> ThreadPoolExecutor:
+    # Made on first use, so that it belongs to the process that uses it (gunicorn forks).
+    global _scan_threads
+    if _scan_threads is None:
+        _scan_threads = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="scan")
+    return _scan_threads
+
+
+def _scan(scanner: ContentScanner, chunks: Sequence[bytes]) -> None:
+    for chunk in chunks:
+        scanner.update(chunk)
+
+
 @dataclass
 class StreamState:
     """Digests and scanner of the committed bytes, restorable on any worker."""
@@ -86,6 +103,25 @@ class StreamState:
         for digest in self.digests.values():
             digest.update(data)
         self.scanner.update(data)
+
+    def feed_all(self, chunks: Sequence[bytes], extra: BodyChecksum | None = None) -> None:
+        """Feed a block's chunks (and to ``extra``, a request's own checksum), scanning in a
+        second thread while this one hashes: the digests release the GIL, the scanner
+        holds it, so the two overlap and a text block costs the longer of the two, not
+        their sum. Binary files have nothing left to scan after their first block."""
+        text = self.scanner.is_text
+        scanning = _scan_pool().submit(_scan, self.scanner, chunks) if text else None
+        try:
+            for chunk in chunks:
+                for digest in self.digests.values():
+                    digest.update(chunk)
+                if extra is not None:
+                    extra.update(chunk)
+        finally:
+            if scanning is not None:
+                scanning.result()
+            else:
+                _scan(self.scanner, chunks)  # only advances the size
 
     def redis_fields(self) -> dict[str, bytes]:
         fields = {"scan": self.scanner.state()}
@@ -157,10 +193,7 @@ class PartialWriter:
             written += written_now
             pending = _drop_written(pending, written_now)
         self._start_writeback(self.offset + size)
-        for chunk in chunks:
-            self.stream.feed(chunk)
-            if self.body_checksum is not None:
-                self.body_checksum.update(chunk)
+        self.stream.feed_all(chunks, self.body_checksum)
         self.offset += size
 
     def _start_writeback(self, end: int) -> None:

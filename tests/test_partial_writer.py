@@ -1,5 +1,7 @@
-"""Write-behind (store/writeback.py): it loads on Linux, changes no bytes, and the writer
-hands every written byte to it once, in contiguous windows."""
+"""The partial-file writer's side work, on real files: write-behind (store/writeback.py)
+loads on Linux, changes no bytes and gets every written byte once, in contiguous
+windows; checkpoints hand durable bytes back to the page cache; a block fed in two
+threads (hash here, scan there) ends in the same states as one fed chunk by chunk."""
 
 from __future__ import annotations
 
@@ -117,3 +119,26 @@ def test_checkpoint_sync_hands_the_durable_bytes_back_to_the_page_cache(tmp_path
     finally:
         writer.close()
     assert path.stat().st_size == 12 * MiB
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    chunks=st.lists(
+        st.one_of(
+            st.text(max_size=300).map(lambda text: text.encode()),  # text, maybe multibyte
+            st.binary(max_size=300),
+        ),
+        max_size=8,
+    )
+)
+def test_feeding_a_block_in_two_threads_gives_what_feeding_one_by_one_gives(
+    chunks: list[bytes],
+) -> None:
+    # feed_all scans in a second thread while it hashes; the states must not differ.
+    one_by_one = partial.StreamState.fresh(["md5", "sha256"])
+    for chunk in chunks:
+        one_by_one.feed(chunk)
+    together = partial.StreamState.fresh(["md5", "sha256"])
+    together.feed_all(chunks)
+    assert together.redis_fields() == one_by_one.redis_fields()
+    assert together.scanner.finish() == one_by_one.scanner.finish()
