@@ -124,5 +124,5 @@ class MetadataService:
 def _feed_block(handle: BinaryIO, stream: StreamState) -> int:
     block = handle.read(READ_BLOCK)
     if block:
-        stream.feed(block)
+        stream.feed_all([block])  # text: scanned beside the hashing, as uploads are
     return len(block)
