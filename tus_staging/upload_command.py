@@ -20,8 +20,9 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from tqdm import tqdm
 from tusclient.client import TusClient
 from tusclient.exceptions import TusCommunicationError
-from tusclient.storage.filestorage import FileStorage
 from tusclient.uploader import Uploader
+
+from .url_store import LockedUrlStore
 
 RETRIES = 8
 INTERRUPTED = 130  # the shell's status for Ctrl-C
@@ -70,9 +71,7 @@ class UploadRun:
         )
         self.chunk_size: int = args.chunk_size
         self.checksum: bool = args.checksum
-        storage_path = url_storage_path()
-        storage_path.parent.mkdir(parents=True, exist_ok=True)
-        self.storage = FileStorage(str(storage_path))
+        self.storage = LockedUrlStore(url_storage_path())
         self.retrying = Retrying(
             stop=stop_after_attempt(RETRIES),
             wait=wait_exponential(multiplier=args.retry_delay, max=60),
