@@ -141,6 +141,7 @@ class ServerProcess:
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
         env = {k: v for k, v in os.environ.items() if not k.startswith("TUS_STAGING_")}
+        env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT dumps every thread's stack into the log
         env.update(self.env or {})
         self.process = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -163,7 +164,19 @@ class ServerProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(sig)
-            self.process.wait(timeout)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                # Say where it hung: faulthandler writes the stacks to the log on SIGABRT.
+                self.process.send_signal(signal.SIGABRT)
+                try:
+                    self.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(10)
+                raise AssertionError(
+                    f"server did not stop within {timeout} s of signal {sig}; log:\n{self.log()}"
+                ) from None
         self.process = None
 
     def kill(self) -> None:
