@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -137,12 +137,13 @@ class UploadLock:
         await self.redis.eval(_RELEASE, 1, self.key, self.token)
 
 
-async def renew_between(lock: UploadLock, step: Callable[[], Awaitable[int]]) -> int:
-    """Await ``step`` (one block of work, answering how many bytes it handled, 0 at the
-    end) until it answers 0, checking the lock and renewing it between blocks. Returns
-    the bytes handled in all. For loops that read or copy a whole file under a lock."""
+async def renew_between(lock: UploadLock, step: Callable[[], int]) -> int:
+    """Run ``step`` (one block of blocking work, answering how many bytes it handled, 0
+    at the end) in a worker thread, one hop per block, until it answers 0, checking the
+    lock and renewing it between blocks. Returns the bytes handled in all. For loops
+    that read or copy a whole file under a lock."""
     total = 0
-    while count := await step():
+    while count := await asyncio.to_thread(step):
         total += count
         lock.check_valid()
         if lock.renewal_due():

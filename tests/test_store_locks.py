@@ -257,8 +257,8 @@ async def test_renew_between_adds_up_blocks_and_renews_between_them(redis: Redis
     lock = await acquire_lock(redis, "u-blocks", FAST)
     blocks = [3, 5, 7]
 
-    async def step() -> int:
-        await asyncio.sleep(FAST.ttl / 2)  # three of these outlast the TTL
+    def step() -> int:
+        time.sleep(FAST.ttl / 2)  # blocking, in a worker thread; three outlast the TTL
         return blocks.pop(0) if blocks else 0
 
     assert await renew_between(lock, step) == 15

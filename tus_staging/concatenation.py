@@ -11,7 +11,7 @@ into staging like any upload.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -142,17 +142,14 @@ async def _concatenate(services: Services, lock: UploadLock, final: UploadRecord
     return writer.stream
 
 
-def _copy_step(read: Callable[[int], bytes], writer: PartialWriter) -> Callable[[], Awaitable[int]]:
+def _copy_step(read: Callable[[int], bytes], writer: PartialWriter) -> Callable[[], int]:
     def step() -> int:
         block = read(COPY_BLOCK)
         if block:
             writer.absorb([block])
         return len(block)
 
-    async def in_thread() -> int:
-        return await asyncio.to_thread(step)
-
-    return in_thread
+    return step
 
 
 def _ensure_empty(path: Path) -> None:

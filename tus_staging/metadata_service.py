@@ -86,9 +86,7 @@ class MetadataService:
             stream = StreamState.fresh(self.digest_names)
             handle: BinaryIO = await asyncio.to_thread(open, path, "rb")
             try:
-                size = await renew_between(
-                    lock, lambda: asyncio.to_thread(_feed_block, handle, stream)
-                )
+                size = await renew_between(lock, lambda: _feed_block(handle, stream))
             except LockLost as error:  # Redis unreachable for most of a lock's TTL
                 raise ServiceUnavailable(f"metadata of {relative} not computed: {error}") from None
             finally:
