@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
@@ -99,8 +98,8 @@ async def receive_body(
             f"a body of {declared} bytes at offset {record.offset} runs past {limit}"
         )
     path = partial_path(services.layout.upload_dir, record.id)
-    async with keep_renewed(lock):  # restoring may recompute digests from the file
-        writer = await asyncio.to_thread(_open_writer, record, config.digest_names, path)
+    stream = await restore_stream(services, lock, record)
+    writer = await asyncio.to_thread(PartialWriter.open, path, record.offset, stream)
     try:
         settings = PumpSettings(
             config.block_size, config.checkpoint_bytes, config.network_timeout,
@@ -124,9 +123,13 @@ async def receive_body(
         await asyncio.to_thread(writer.close)
 
 
-def _open_writer(record: UploadRecord, digest_names: list[str], path: Path) -> PartialWriter:
-    stream = StreamState.restore(record, digest_names, path)
-    return PartialWriter.open(path, record.offset, stream)
+async def restore_stream(services: Services, lock: UploadLock, record: UploadRecord) -> StreamState:
+    """The upload's digest and scanner states at its committed offset."""
+    path = partial_path(services.layout.upload_dir, record.id)
+    async with keep_renewed(lock):  # restoring may recompute digests from the file
+        return await asyncio.to_thread(
+            StreamState.restore, record, services.config.digest_names, path
+        )
 
 
 async def complete_upload(
@@ -136,9 +139,5 @@ async def complete_upload(
     if record.is_partial_concat:
         return await partial_completed(services, lock, record)
     if stream is None:
-        path = partial_path(services.layout.upload_dir, record.id)
-        async with keep_renewed(lock):  # restoring may recompute digests from the file
-            stream = await asyncio.to_thread(
-                StreamState.restore, record, services.config.digest_names, path
-            )
+        stream = await restore_stream(services, lock, record)
     return await finish(services, lock, record, stream)
