@@ -36,7 +36,7 @@ from .locks import LockSettings, UploadLock, acquire_lock, keep_renewed
 from .partial import StreamState, file_identity, partial_path, stat_identity
 from .paths import ensure_dir, open_dir_inside
 from .record import FINALIZING_INDEX_KEY, UploadRecord, UploadStatus
-from .sidecar import metadata_record, read_tail, write_sidecar
+from .sidecar import metadata_record, read_tail, write_json_atomically
 from .state_store import StateStore
 
 SOURCE = "tus upload"
@@ -111,7 +111,7 @@ def place_file(record: UploadRecord, layout: DataLayout) -> None:
             info = os.stat(dest.name, dir_fd=folder, follow_symlinks=False)
             result: dict[str, Any] = json.loads(record.result)
             result["mtime"] = int(info.st_mtime * 1000)
-            write_sidecar(sidecar, result)
+            write_json_atomically(sidecar, result)
     finally:
         os.close(folder)
     if copied:

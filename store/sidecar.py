@@ -52,8 +52,9 @@ def metadata_record(
     return record
 
 
-def write_sidecar(path: Path, record: dict[str, Any]) -> None:
-    """Temp file + fsync + rename: readers see the old sidecar or the new one, never half."""
+def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
+    """Temp file + fsync + rename: readers see the old document or the new one, never half.
+    For sidecars, and for any small JSON state file that concurrent readers share."""
     ensure_dir(path.parent)
     temp = path.with_name(f".{path.name}.{os.getpid()}.{id(record):x}.tmp")
     try:
@@ -68,8 +69,9 @@ def write_sidecar(path: Path, record: dict[str, Any]) -> None:
         raise
 
 
-def read_sidecar(path: Path) -> dict[str, Any] | None:
-    """The stored record, or None when missing or unreadable (then it is recomputed)."""
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The stored JSON object, or None when missing or unreadable (a sidecar is then
+    recomputed)."""
     try:
         with open(path, encoding="utf-8") as handle:
             record = json.load(handle)

@@ -24,7 +24,7 @@ from store.area_files import entry
 from store.layout import DataLayout
 from store.locks import LockLost, LockSettings, acquire_lock, renew_between
 from store.partial import StreamState
-from store.sidecar import metadata_record, read_sidecar, read_tail, write_sidecar
+from store.sidecar import metadata_record, read_json_object, read_tail, write_json_atomically
 
 log = logging.getLogger("tus_staging.metadata")
 
@@ -58,7 +58,7 @@ class MetadataService:
         if not os.path.isfile(path):
             return await asyncio.to_thread(entry, path, self.layout.user_home(user), info)
         sidecar = self.layout.sidecar_path(user, relative)
-        cached = await asyncio.to_thread(read_sidecar, sidecar)
+        cached = await asyncio.to_thread(read_json_object, sidecar)
         if is_fresh(cached, info):
             assert cached is not None
             return cached
@@ -77,7 +77,7 @@ class MetadataService:
         lock = await acquire_lock(self.redis, name, LockSettings(wait=COMPUTE_WAIT))
         try:
             info = await asyncio.to_thread(os.stat, path)
-            cached = await asyncio.to_thread(read_sidecar, sidecar)
+            cached = await asyncio.to_thread(read_json_object, sidecar)
             if is_fresh(cached, info):  # another worker computed it while we waited
                 assert cached is not None
                 return cached
@@ -113,7 +113,7 @@ class MetadataService:
                     info.st_mtime_ns,
                 )
             ):
-                await asyncio.to_thread(write_sidecar, sidecar, record)
+                await asyncio.to_thread(write_json_atomically, sidecar, record)
             return record  # a file that changed while read is not cached
         finally:
             await lock.release()

@@ -4,8 +4,8 @@ tuspy's ``FileStorage`` (TinyDB) keeps the JSON file open and rewrites it in pla
 two CLI runs at once (two terminals, a loop in a job script) can read a half-written
 file or lose each other's entries. This store implements tuspy's ``Storage`` interface
 over the same kind of file: every operation takes an exclusive ``flock`` on a lock
-file beside it, reads the whole map, and a change is written to a temp file that
-replaces the old one — so readers see the old map or the new one, never half.
+file beside it, reads the whole map, and a change is written the way sidecars are
+(temp file, fsync, rename) — so readers see the old map or the new one, never half.
 
 The file holds ``{fingerprint: upload URL}``. A file in TinyDB's layout (what earlier
 versions wrote) is read as well, so uploads started before an upgrade still resume.
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from tusclient.storage.interface import Storage
+
+from store.sidecar import read_json_object, write_json_atomically
 
 
 class LockedUrlStore(Storage):
@@ -58,14 +59,8 @@ class LockedUrlStore(Storage):
             os.close(fd)  # closing releases the lock
 
     def _read(self) -> dict[str, str]:
-        try:
-            document = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except ValueError:
-            return {}  # unreadable: forget it (the uploads start again), never crash
-        if not isinstance(document, dict):
-            return {}
+        # Missing or unreadable: forget it (those uploads start again), never crash.
+        document = read_json_object(self.path) or {}
         table = document.get("_default")
         if isinstance(table, dict):  # TinyDB: {"_default": {"1": {"key": k, "url": u}}}
             rows = [row for row in table.values() if isinstance(row, dict)]
@@ -73,9 +68,4 @@ class LockedUrlStore(Storage):
         return {str(key): str(url) for key, url in document.items()}
 
     def _write(self, urls: dict[str, str]) -> None:
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(urls, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.path)
+        write_json_atomically(self.path, urls)
