@@ -109,8 +109,11 @@ class StreamState:
         second thread while this one hashes: the digests release the GIL, the scanner
         holds it, so the two overlap and a text block costs the longer of the two, not
         their sum. Binary files have nothing left to scan after their first block."""
-        text = self.scanner.is_text
-        scanning = _scan_pool().submit(_scan, self.scanner, chunks) if text else None
+        if not self.scanner.is_text:
+            _scan(self.scanner, chunks)  # only advances the size
+            scanning = None
+        else:
+            scanning = _scan_pool().submit(_scan, self.scanner, chunks)
         try:
             for chunk in chunks:
                 for digest in self.digests.values():
@@ -120,8 +123,6 @@ class StreamState:
         finally:
             if scanning is not None:
                 scanning.result()
-            else:
-                _scan(self.scanner, chunks)  # only advances the size
 
     def redis_fields(self) -> dict[str, bytes]:
         fields = {"scan": self.scanner.state()}
