@@ -29,12 +29,15 @@ def tokens_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_server(tmp_path: Path, redis_proc: RedisProcess, tokens_file: Path):
-    """Start servers sharing this test's Redis and data dir (extra CLI args allowed)."""
+    """Start servers sharing this test's Redis and data dir (extra CLI args and environment
+    allowed)."""
     started: list[ServerProcess] = []
 
-    def start(*extra_args: str, data_dir: Path | None = None) -> ServerProcess:
+    def start(
+        *extra_args: str, data_dir: Path | None = None, env: dict[str, str] | None = None
+    ) -> ServerProcess:
         server = ServerProcess(
-            data_dir or tmp_path / "data", redis_proc.url, tokens_file, list(extra_args)
+            data_dir or tmp_path / "data", redis_proc.url, tokens_file, list(extra_args), env
         )
         server.start()
         started.append(server)

@@ -49,7 +49,7 @@ from .servers import (
     wait_delivered,
     wait_until,
 )
-from .tus_client import TusTestClient
+from .tus_client import TusTestClient, upload_id_of
 
 MiB = 1 << 20
 CHECKPOINT = 8 * MiB
@@ -86,10 +86,6 @@ class GeneratedSource:
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def upload_id_of(url: str) -> str:
-    return url.rstrip("/").rsplit("/", 1)[1]
 
 
 def committed_in_redis(client: redis.Redis, upload_id: str) -> int:
@@ -289,27 +285,15 @@ FINALIZE_POINTS = ["finalize-before-move", "finalize-after-move", "finalize-befo
 
 
 @pytest.fixture
-def crashing_server(
-    tmp_path: Path, redis_proc: RedisProcess, tokens_file: Path
-) -> Iterator[Callable[..., ServerProcess]]:
-    """Start a server that dies at the named crash point (make_server cannot set its env)."""
-    started: list[ServerProcess] = []
+def crashing_server(make_server: Callable[..., ServerProcess]) -> Callable[..., ServerProcess]:
+    """Start a server that dies at the named crash point."""
 
     def start(crash_at: str, *extra_args: str) -> ServerProcess:
-        server = ServerProcess(
-            tmp_path / "data",
-            redis_proc.url,
-            tokens_file,
-            ["--checkpoint-bytes", "1M", *extra_args],
-            env={"TUS_STAGING_CRASH_AT": crash_at},
+        return make_server(
+            "--checkpoint-bytes", "1M", *extra_args, env={"TUS_STAGING_CRASH_AT": crash_at}
         )
-        server.start()
-        started.append(server)
-        return server
 
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 def crash_with(server: ServerProcess, client: TusTestClient, url: str, data: bytes) -> None:

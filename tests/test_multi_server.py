@@ -35,14 +35,10 @@ from .servers import (
     wait_delivered,
     wait_until,
 )
-from .tus_client import TusTestClient
+from .tus_client import TusTestClient, upload_id_of
 
 MiB = 1 << 20
 USER = "alice"
-
-
-def upload_id_of(url: str) -> str:
-    return url.rstrip("/").rsplit("/", 1)[1]
 
 
 def on(server: ServerProcess, url: str) -> str:

@@ -38,7 +38,7 @@ from .fault_proxy import (
     throttle,
 )
 from .servers import TOKENS, RedisProcess, ServerProcess, wait_delivered
-from .tus_client import TusTestClient
+from .tus_client import TusTestClient, upload_id_of
 
 MiB = 1 << 20
 SIZE = 16 * MiB
@@ -108,14 +108,10 @@ def direct(server: ServerProcess, upload_url: str) -> str:
     return server.url + urlsplit(upload_url).path
 
 
-def upload_id(upload_url: str) -> str:
-    return urlsplit(upload_url).path.rsplit("/", 1)[1]
-
-
 def settle(redis_proc: RedisProcess, upload_url: str, moved_from: int, timeout: float = 15) -> None:
     """Wait, reading Redis only (no HEAD: that would ask the holder to release), until the
     interrupted PATCH has committed past ``moved_from`` and let its lock go."""
-    key = upload_id(upload_url)
+    key = upload_id_of(upload_url)
     deadline = time.monotonic() + timeout
     with redis_proc.client() as client:
         while time.monotonic() < deadline:
@@ -127,7 +123,7 @@ def settle(redis_proc: RedisProcess, upload_url: str, moved_from: int, timeout: 
 
 def committed_in_redis(redis_proc: RedisProcess, upload_url: str) -> int:
     with redis_proc.client() as client:
-        return int(client.hget(upload_key(upload_id(upload_url)), "offset") or 0)
+        return int(client.hget(upload_key(upload_id_of(upload_url)), "offset") or 0)
 
 
 def status_of(answer: bytes) -> int:

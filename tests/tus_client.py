@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -12,6 +12,11 @@ from protocol.headers import OFFSET_OCTET_STREAM, TUS_VERSION
 
 def encode_metadata(**values: str) -> str:
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())
+
+
+def upload_id_of(upload_url: str) -> str:
+    """The upload id: the last path segment of the upload URL."""
+    return urlsplit(upload_url).path.rstrip("/").rsplit("/", 1)[1]
 
 
 class TusTestClient:
