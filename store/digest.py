@@ -28,6 +28,8 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from . import md5_lanes
+
 __all__ = [
     "ALGORITHMS",
     "Digest",
@@ -162,6 +164,8 @@ def _load_libcrypto(candidates: Iterable[str]) -> tuple[str, dict[str, _Function
 _LOADED = _load_libcrypto(_candidate_paths())
 _LIBCRYPTO: str | None = _LOADED[0] if _LOADED else None
 _FUNCTIONS: dict[str, _Functions] | None = _LOADED[1] if _LOADED else None
+if _FUNCTIONS is not None:
+    md5_lanes.use_scalar(ctypes.cast(_FUNCTIONS["md5"].update, ctypes.c_void_p).value or 0)
 
 
 def digests_available() -> bool:
@@ -227,6 +231,11 @@ class Digest:
 
     def update(self, data: Buffer) -> None:
         raise NotImplementedError
+
+    def update_all(self, chunks: Sequence[Buffer]) -> None:
+        """Hash ``chunks`` in order (a block as it came off the socket)."""
+        for chunk in chunks:
+            self.update(chunk)
 
     def state(self) -> bytes | None:
         raise NotImplementedError
@@ -310,6 +319,14 @@ class ResumableDigest(Digest):
         if n and self._fns.update(self._ctx, arg, n) != 1:
             raise RuntimeError(f"{self._alg.prefix}_Update failed")
         del arg  # drop the exported buffer now, so a bytearray can be resized again
+
+    def update_all(self, chunks: Sequence[Buffer]) -> None:
+        """md5 goes to the multi-buffer engine, where it shares a core with the other
+        uploads hashing at the same time (store/md5_lanes.py)."""
+        if self._alg.name == "md5" and md5_lanes.lanes():
+            md5_lanes.update(self._ctx, chunks)
+        else:
+            super().update_all(chunks)
 
     def state(self) -> bytes:
         """Tagged raw context, to be stored and later passed to ``from_state``."""

@@ -115,10 +115,10 @@ class StreamState:
         else:
             scanning = _scan_pool().submit(_scan, self.scanner, chunks)
         try:
-            for chunk in chunks:
-                for digest in self.digests.values():
-                    digest.update(chunk)
-                if extra is not None:
+            for digest in self.digests.values():
+                digest.update_all(chunks)
+            if extra is not None:
+                for chunk in chunks:
                     extra.update(chunk)
         finally:
             if scanning is not None:
