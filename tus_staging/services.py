@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from redis.asyncio import Redis
 
+from store import md5_lanes
 from store.layout import DataLayout
 from store.state_store import StateStore
 
@@ -32,14 +33,21 @@ class Services:
     hooks: Hooks
     # Set when the worker is shutting down: streaming PATCHes commit what they have and stop.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    # Block writes + hashing get threads of their own, as many as cores: more would only
-    # contend for the CPU (and the GIL) with the event loop, and fsyncs, finalizes and
-    # metadata passes on the default executor never queue behind them.
+    # Block writes + hashing get threads of their own (see block_threads), so fsyncs,
+    # finalizes and metadata passes on the default executor never queue behind them.
     block_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(
-            max_workers=os.cpu_count() or 2, thread_name_prefix="blocks"
+            max_workers=block_threads(), thread_name_prefix="blocks"
         )
     )
+
+
+def block_threads() -> int:
+    """Threads for block hops. With md5 lanes, one per lane: a thread waiting for the
+    engine costs no CPU, and only uploads whose blocks are in flight at the same time
+    can share a pass (8 uploads on 2 threads left the lanes empty). Without them, as
+    many as cores: more would only contend for the CPU and the GIL with the event loop."""
+    return md5_lanes.lanes() or os.cpu_count() or 2
 
 
 SERVICES = web.AppKey("services", Services)
