@@ -153,6 +153,15 @@ static void compress_one(md5_ctx *ctx, const unsigned char *p, size_t nblocks)
     ctx->D = d;
 }
 
+/* Hash the context's own full block and empty it; zeroed like OpenSSL leaves it, so
+ * that equal inputs give byte-equal saved states whichever code hashed them. */
+static void compress_buffered(md5_ctx *ctx)
+{
+    compress_one(ctx, (const unsigned char *)ctx->data, 1);
+    memset(ctx->data, 0, sizeof ctx->data);
+    ctx->num = 0;
+}
+
 static void count_bytes(md5_ctx *ctx, uint64_t n)
 {
     uint64_t bits = ((uint64_t)ctx->Nh << 32 | ctx->Nl) + (n << 3);
@@ -224,7 +233,7 @@ static int cpu_has_x16(void) { return 0; }
  * while enough streams have been seen recently for lanes to pay off. */
 #define LINGER_NS 3000000L
 #define RECENT_NS 30000000L /* "recently": within the last 30 ms */
-#define RING 32 /* arrivals remembered to count the recent streams */
+#define RING 64 /* arrivals remembered to count the streams */
 
 typedef int (*scalar_update_fn)(void *ctx, const void *data, size_t len);
 
@@ -272,21 +281,28 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000L + t.tv_nsec;
 }
 
-/* Distinct contexts among the arrivals of the last RECENT_NS (lock held). */
+/* Uploads streaming now (lock held): contexts with at least two updates among the
+ * arrivals of the last RECENT_NS. A context seen once is a small upload or the end of
+ * one, and no reason for others to wait. */
 static int recent_streams(int64_t now)
 {
     const void *seen[RING];
-    int n = 0;
+    int times[RING];
+    int n = 0, streaming = 0;
     for (int i = 0; i < RING; i++) {
         if (engine.ring[i].ctx == NULL || now - engine.ring[i].at > RECENT_NS)
             continue;
-        int known = 0;
-        for (int k = 0; k < n && !known; k++)
-            known = seen[k] == engine.ring[i].ctx;
-        if (!known)
-            seen[n++] = engine.ring[i].ctx;
+        int k = 0;
+        while (k < n && seen[k] != engine.ring[i].ctx)
+            k++;
+        if (k == n) {
+            seen[n] = engine.ring[i].ctx;
+            times[n++] = 0;
+        }
+        if (++times[k] == 2)
+            streaming++;
     }
-    return n;
+    return streaming;
 }
 
 static void note_arrival(const void *ctx, int64_t at)
@@ -312,8 +328,7 @@ static void update_one(md5_ctx *ctx, const unsigned char *p, size_t len)
         len -= take;
         if (ctx->num < 64)
             return;
-        compress_one(ctx, (const unsigned char *)ctx->data, 1);
-        ctx->num = 0;
+        compress_buffered(ctx);
     }
     compress_one(ctx, p, len / 64);
     p += len / 64 * 64;
@@ -344,10 +359,8 @@ static int settle(lane *l)
             count_bytes(ctx, take);
             l->p += take;
             l->left -= take;
-            if (ctx->num == 64) {
-                compress_one(ctx, (const unsigned char *)ctx->data, 1);
-                ctx->num = 0;
-            }
+            if (ctx->num == 64)
+                compress_buffered(ctx);
             continue;
         }
         return 1;

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import random
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -83,8 +84,12 @@ def test_many_streams_at_once_share_lanes() -> None:
         digest = new_md5()
         for i in range(0, len(chunks), 3):
             md5_lanes.update(digest._ctx, chunks[i : i + 3])
+        by_libcrypto = new_md5()
+        by_libcrypto.update(data)
         if digest.hexdigest() != hashlib.md5(data).hexdigest():
-            failures.append(f"stream {seed}")
+            failures.append(f"stream {seed}: digest")
+        if digest.state() != by_libcrypto.state():  # byte for byte, unused bytes too
+            failures.append(f"stream {seed}: saved state")
 
     threads = [threading.Thread(target=stream, args=(seed,)) for seed in range(20)]
     for thread in threads:
@@ -93,11 +98,25 @@ def test_many_streams_at_once_share_lanes() -> None:
         thread.join()
     assert failures == []
     after = md5_lanes.stats()
-    assert after["updates"] - before["updates"] >= 20 * 4
+    taken = {key: after[key] - before[key] for key in ("updates", "inline_updates")}
+    assert sum(taken.values()) >= 20 * 4
+    assert taken["updates"] > taken["inline_updates"]  # first updates of a stream run inline
     assert after["passes"] > before["passes"]
     lane_blocks = after["lane_blocks"] - before["lane_blocks"]
     pass_blocks = after["pass_blocks"] - before["pass_blocks"]
     assert lane_blocks >= 3 * pass_blocks  # X16_MIN_LANES streams or more per pass
+
+
+def test_one_thread_going_through_many_uploads_does_not_wait_for_company() -> None:
+    """Contexts updated once each, one after another (small uploads in a row), are not
+    streams that could share lanes: every update runs at once in its caller's thread."""
+    time.sleep(0.05)  # streams of earlier tests leave the engine's 30 ms window
+    before = md5_lanes.stats()
+    for _ in range(200):
+        md5_lanes.update(new_md5()._ctx, [b"small upload" * 100])
+    after = md5_lanes.stats()
+    assert after["inline_updates"] - before["inline_updates"] == 200
+    assert after["updates"] == before["updates"]
 
 
 def test_writable_buffers_of_every_kind() -> None:
