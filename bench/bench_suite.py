@@ -277,6 +277,34 @@ def probe_upload(files_url: str) -> str:
     return url
 
 
+MD5_COUNTERS = re.compile(
+    r'^tus_staging_md5_(updates_total\{path="(?:lanes|inline)"\}|pass_blocks_total|'
+    r"lane_blocks_total) ([0-9.e+]+)$",
+    re.MULTILINE,
+)
+
+
+def md5_counters(files_url: str) -> dict[str, float]:
+    """The server's md5 lanes counters from /metrics (all workers summed)."""
+    parts = urlsplit(files_url)
+    text = requests.get(f"{parts.scheme}://{parts.netloc}/metrics", timeout=30).text
+    return {name: float(value) for name, value in MD5_COUNTERS.findall(text)}
+
+
+def md5_note(counters: dict[str, float]) -> str:
+    """Streams per lockstep pass and the share of md5 updates that went through lanes."""
+    lanes = counters.get('updates_total{path="lanes"}', 0.0)
+    inline = counters.get('updates_total{path="inline"}', 0.0)
+    passes = counters.get("pass_blocks_total", 0.0)
+    if not lanes + inline:
+        return ""
+    per_pass = counters.get("lane_blocks_total", 0.0) / passes if passes else 0.0
+    return (
+        f"; md5 lanes: {per_pass:.1f} streams per pass, "
+        f"{100 * lanes / (lanes + inline):.0f} % of block updates through the engine"
+    )
+
+
 @dataclass
 class Concurrent:
     seconds: float
@@ -576,6 +604,7 @@ class Runs:
     redis_latencies: list[float] = field(default_factory=list)
     head_failures: int = 0
     extra: list[str] = field(default_factory=list)
+    md5_counters: dict[str, float] = field(default_factory=dict)  # summed over runs
 
     def add(self, nbytes: int, seconds: float, usage: Usage) -> None:
         self.runs.append((nbytes, seconds, usage))
@@ -858,8 +887,14 @@ def main() -> None:
                     if target is None:
                         continue
                     say(f"round {round_}/{runs}: {conc_label} concurrent, {target.label}")
+                    before = md5_counters(target.files_url) if bench else {}
                     result, usage = concurrent_uploads(target, files, probes[target.label], pool)
                     runs_of = conc[target.label]
+                    if bench is not None:
+                        for name, value in md5_counters(target.files_url).items():
+                            runs_of.md5_counters[name] = (
+                                runs_of.md5_counters.get(name, 0.0) + value - before.get(name, 0)
+                            )
                     runs_of.add(result.nbytes, result.seconds, usage)
                     runs_of.latencies += result.latencies
                     runs_of.redis_latencies += result.redis_latencies
@@ -950,6 +985,7 @@ def main() -> None:
                     )
                 if target is node_target:
                     notes = "no hashing, no fsync"
+                notes += md5_note(r.md5_counters)
                 throughput_row(
                     f"{conc_label} concurrent (8 client processes, one PATCH each), "
                     f"{target.label}",

@@ -19,6 +19,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from store import md5_lanes
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -49,3 +51,35 @@ FINALIZE_SECONDS = Histogram(
     "time from the last committed byte to the file staged with its sidecar",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+MD5_UPDATES = Counter(
+    "tus_staging_md5_updates_total",
+    "md5 updates of upload blocks: through the lanes engine, or in the caller's thread",
+    ["path"],
+)  # path: lanes, inline
+MD5_PASS_BLOCKS = Counter(
+    "tus_staging_md5_pass_blocks_total", "64-byte steps of lockstep passes of the md5 lanes"
+)
+MD5_LANE_BLOCKS = Counter(
+    "tus_staging_md5_lane_blocks_total",
+    "64-byte blocks hashed in lockstep passes (divided by pass blocks: streams per pass)",
+)
+
+# The engine's own counters (store/md5_lanes.py) as last added to the ones above.
+_md5_reported: dict[str, int] = {}
+
+
+def record_md5_lanes() -> None:
+    """Add what this process's md5 lanes engine did since the last call (called on the
+    event loop after each PATCH body)."""
+    now = md5_lanes.stats()
+    for key, counter in (
+        ("updates", MD5_UPDATES.labels("lanes")),
+        ("inline_updates", MD5_UPDATES.labels("inline")),
+        ("pass_blocks", MD5_PASS_BLOCKS),
+        ("lane_blocks", MD5_LANE_BLOCKS),
+    ):
+        delta = now.get(key, 0) - _md5_reported.get(key, 0)
+        if delta > 0:  # (a forked worker's engine starts from zero)
+            counter.inc(delta)
+    _md5_reported.clear()
+    _md5_reported.update(now)

@@ -18,7 +18,7 @@ from store.state_store import StaleOffset, UploadVanished
 from .body_pump import BodyEnd, BodyPump, ExpectedChecksum, PumpSettings
 from .concatenation import partial_completed
 from .finishing import finish
-from .metrics import LOCK_WAITS
+from .metrics import LOCK_WAITS, record_md5_lanes
 from .ownership import owned_record, refuse_expired
 from .services import Services
 
@@ -120,6 +120,7 @@ async def receive_body(
             record.expires = pump.expires
         return record, result.end, writer.stream
     finally:
+        record_md5_lanes()
         await asyncio.to_thread(writer.close)
 
 
