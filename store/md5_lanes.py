@@ -6,14 +6,13 @@ to 16 of them side by side in the lanes of AVX-512 registers, one thread per pro
 It works on OpenSSL's own ``MD5_CTX`` bytes, so its digests save, load and finish
 exactly like libcrypto's (store/digest.py).
 
-It is used when the extension was built and the CPU has AVX-512 (``lanes() > 0``) and
-``TUS_STAGING_MD5_LANES`` is not ``0``; otherwise md5 runs on libcrypto in the calling
-thread, as sha256 always does.
+It is used when the extension was built, the CPU has AVX-512 and the server was not
+started with ``--no-md5-lanes`` (``lanes() > 0``); otherwise md5 runs on libcrypto in the
+calling thread, as sha256 always does.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 try:
@@ -21,16 +20,31 @@ try:
 except ImportError:  # built without a C compiler, or on another platform
     _md5lanes = None
 
-DISABLE_ENV = "TUS_STAGING_MD5_LANES"
+_enabled = True
 
 Buffer = bytes | bytearray | memoryview
 
 
 def lanes() -> int:
     """Streams the engine hashes side by side here (0: not built, not usable, or off)."""
-    if _md5lanes is None or os.environ.get(DISABLE_ENV, "1") == "0":
+    if _md5lanes is None or not _enabled:
         return 0
     return int(_md5lanes.lanes())
+
+
+def set_enabled(enabled: bool) -> None:
+    """Switch the engine on or off for this process (and the workers it forks later)."""
+    global _enabled
+    _enabled = enabled
+
+
+def describe() -> str:
+    """What hashes md5 here, for the startup log."""
+    if lanes():
+        return f"md5 lanes engine, {lanes()} lanes (AVX-512); libcrypto for one stream"
+    if _md5lanes is None:
+        return "libcrypto (md5 lanes extension not built)"
+    return "libcrypto (md5 lanes off)" if not _enabled else "libcrypto (no AVX-512 here)"
 
 
 def update(ctx: object, chunks: Sequence[Buffer]) -> None:

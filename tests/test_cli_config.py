@@ -34,12 +34,14 @@ def test_every_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("TUS_STAGING_DATA_DIR", "/srv/d")
     monkeypatch.setenv("TUS_STAGING_MAX_SIZE", "5G")
     monkeypatch.setenv("TUS_STAGING_SHA256", "true")
+    monkeypatch.setenv("TUS_STAGING_NO_MD5_LANES", "1")
     monkeypatch.setenv("TUS_STAGING_UPLOAD_DIR", "/fast/uploads")
     config = serve_config([])
     assert config.port == 2080
     assert config.data_dir == Path("/srv/d")
     assert config.max_size == 5 * 1024**3
     assert config.sha256 and config.digest_names == ["md5", "sha256"]
+    assert config.no_md5_lanes
     assert config.layout.upload_dir == Path("/fast/uploads")
     assert config.layout.staging_dir == Path("/srv/d/staging")
     # The command line wins over the environment.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -12,6 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from store import md5_lanes
+
+from .checks import sidecar
 from .servers import TOKENS, JsonHandler, RedisProcess, ServerProcess
 from .tus_client import TusTestClient, encode_metadata
 
@@ -187,3 +192,43 @@ def test_metadata_header_in_hook_payload_is_decoded(make_server, hooks: HookReco
     body = hooks.calls[-1][1]
     assert body["metadata"] == {"filename": "ü.txt", "note": "é"}
     assert body["user"] == "bob"
+
+
+def uploads_at_once(server: ServerProcess, count: int, size: int) -> None:
+    """``count`` uploads of ``size`` random bytes in one PATCH each, all at the same time;
+    each staged with the right md5."""
+    alice = TusTestClient(server.files_url, TOKENS["alice"])
+    bodies = {f"at-once-{index}.bin": os.urandom(size) for index in range(count)}
+    threads = [
+        threading.Thread(target=alice.upload, args=(body, name), kwargs={"chunk": size})
+        for name, body in bodies.items()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name, body in bodies.items():
+        assert sidecar(server, "alice", name)["md5"] == hashlib.md5(body).hexdigest()
+
+
+def md5_updates(server: ServerProcess) -> dict[str, float]:
+    values = scrape(server)
+    return {
+        path: values.get(f'tus_staging_md5_updates_total{{path="{path}"}}', 0.0)
+        for path in ("lanes", "inline")
+    }
+
+
+@pytest.mark.skipif(not md5_lanes.lanes(), reason="md5 lanes not built or no AVX-512 here")
+def test_md5_lanes_hash_concurrent_uploads_unless_switched_off(make_server, tmp_path) -> None:
+    server = make_server()
+    uploads_at_once(server, 8, 24 * 1024 * 1024)
+    counted = md5_updates(server)
+    # One update per block: 1 MiB and up, plus at most the socket chunks that filled it.
+    assert counted["lanes"] + counted["inline"] >= 8 * 8
+    assert "md5: md5 lanes engine, 16 lanes" in server.log_path.read_text()
+
+    off = make_server(data_dir=tmp_path / "off", env={"TUS_STAGING_NO_MD5_LANES": "1"})
+    uploads_at_once(off, 8, 4 * 1024 * 1024)
+    assert md5_updates(off) == {"lanes": 0.0, "inline": 0.0}  # libcrypto did all of it
+    assert "md5: libcrypto (md5 lanes off)" in off.log_path.read_text()

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--base-path", default="/files/", help="URL path of the tus endpoint")
     serve.add_argument("--sha256", action="store_true", help="also compute sha256")
     serve.add_argument(
+        "--no-md5-lanes", action="store_true",
+        help="hash md5 with libcrypto only, not in the multi-buffer lanes of concurrent uploads",
+    )  # fmt: skip
+    serve.add_argument(
         "--block-size", type=byte_size, default=MiB, help="bytes per write+hash block"
     )
     serve.add_argument(

@@ -27,6 +27,7 @@ class Config:
     expire_after: float = 7 * 24 * 3600.0  # seconds an unfinished upload is kept
     base_path: str = "/files/"
     sha256: bool = False  # also compute sha256 of every upload
+    no_md5_lanes: bool = False  # md5 on libcrypto only (store/md5_lanes.py off)
     block_size: int = 1 * MiB  # bytes per write + digest hop
     checkpoint_bytes: int = 64 * MiB  # fsync + commit every this many bytes of a PATCH
     network_timeout: float = 60.0  # seconds without a byte from the client mid-body

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
+from store import md5_lanes
+
 from .app import create_app, make_authenticator, redis_client
 from .config import Config
 from .cors import CorsPolicy
@@ -41,6 +43,8 @@ def serve(config: Config) -> int:
         CorsPolicy(config.cors_origins, config.cors_credentials)
     except ValueError as error:
         raise SystemExit(str(error)) from None
+    md5_lanes.set_enabled(not config.no_md5_lanes)  # before gunicorn forks its workers
+    log.info("md5: %s", md5_lanes.describe())
     with redis_for(config) as url:
         if config.workers > 1:
             from .workers import run_workers
