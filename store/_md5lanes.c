@@ -203,6 +203,7 @@ __attribute__((target("avx512f"))) static void compress_x16(
         __m512i a0 = a, b0 = b, c0 = c, d0 = d;
 #define X(f, a, b, c, d, w, k, s) \
     a = _mm512_add_epi32(a, _mm512_add_epi32(m[w], _mm512_set1_epi32((int)(k)))); \
+    __asm__("" : "+v"(a)); /* keep a + m + k off the chain: GCC would add F to m first */ \
     a = _mm512_add_epi32(a, _mm512_ternarylogic_epi32(b, c, d, TL_##f)); \
     a = _mm512_add_epi32(_mm512_rol_epi32(a, s), b);
         MD5_STEPS
