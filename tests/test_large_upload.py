@@ -108,9 +108,17 @@ def tcp_rx_queue(local_port: int, remote_port: int) -> int | None:
 
 
 def patch_stream(
-    url: str, token: str, offset: int, length: int, body: Iterable[bytes | memoryview]
+    url: str,
+    token: str,
+    offset: int,
+    length: int,
+    body: Iterable[bytes | memoryview],
+    time_drain: bool = True,
 ) -> PatchTiming:
-    """PATCH ``length`` bytes from ``body`` (any block sizes) on a connection of its own."""
+    """PATCH ``length`` bytes from ``body`` (any block sizes) on a connection of its own.
+
+    ``time_drain`` polls /proc/net/tcp after the last byte to time when the server had
+    read everything (``drained``); that costs CPU, so concurrent senders leave it off."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=600)
     try:
@@ -136,7 +144,7 @@ def patch_stream(
             pass  # the server answered early (an error): read that answer below
         last_byte_sent = time.perf_counter()
         ports = (parts.port or 80, sock.getsockname()[1])
-        rx_queue = tcp_rx_queue(*ports)
+        rx_queue = tcp_rx_queue(*ports) if time_drain else None
         drained = None
         queued = rx_queue
         # Poll until the server has read everything, or its answer is already here.
