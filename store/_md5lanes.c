@@ -282,7 +282,7 @@ static int64_t now_ns(void)
 
 /* Uploads streaming now (lock held): contexts with at least two updates among the
  * arrivals of the last RECENT_NS. A context seen once is a small upload or the end of
- * one, and no reason for others to wait. */
+ * one: not a stream that could share a pass. */
 static int recent_streams(int64_t now)
 {
     const void *seen[RING];
