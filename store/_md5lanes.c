@@ -506,13 +506,14 @@ static int ensure_engine(void)
 
 /* Hash one update: in the caller's thread while too few streams run for lanes to pay
  * off (no hand-over to pay), else through the engine. */
-static int run_job(job *j)
+static int run_job(job *j, int to_engine)
 {
     j->next = NULL;
     j->arrived = now_ns();
     pthread_mutex_lock(&engine.lock);
     note_arrival(j->ctx, j->arrived);
-    if (engine.busy == 0 && engine.head == NULL && recent_streams(j->arrived) < X16_MIN_LANES) {
+    if (!to_engine && engine.busy == 0 && engine.head == NULL &&
+        recent_streams(j->arrived) < X16_MIN_LANES) {
         engine.inline_updates++;
         pthread_mutex_unlock(&engine.lock);
         for (Py_ssize_t i = 0; i < j->nchunks; i++)
@@ -546,7 +547,8 @@ static PyObject *py_update(PyObject *self, PyObject *args)
     (void)self;
     Py_buffer ctx_view;
     PyObject *chunk_seq;
-    if (!PyArg_ParseTuple(args, "w*O:update", &ctx_view, &chunk_seq))
+    int to_engine = 0;
+    if (!PyArg_ParseTuple(args, "w*O|p:update", &ctx_view, &chunk_seq, &to_engine))
         return NULL;
     PyObject *result = NULL;
     PyObject *seq = NULL;
@@ -581,7 +583,7 @@ static PyObject *py_update(PyObject *self, PyObject *args)
     job j = {.ctx = ctx_view.buf, .chunks = chunks, .nchunks = n};
     int err;
     Py_BEGIN_ALLOW_THREADS
-    err = run_job(&j);
+    err = run_job(&j, to_engine);
     Py_END_ALLOW_THREADS
     if (err) {
         errno = err;
@@ -636,7 +638,8 @@ static PyMethodDef methods[] = {
     {"set_scalar", py_set_scalar, METH_O,
      "set_scalar(address): libcrypto's MD5_Update, used for one stream at a time (0: none)"},
     {"update", py_update, METH_VARARGS,
-     "update(ctx, chunks): hash each chunk into the MD5_CTX bytes ctx (blocks, GIL released)"},
+     "update(ctx, chunks, to_engine=False): hash each chunk into the MD5_CTX bytes ctx "
+     "(blocks, GIL released); to_engine: never in the caller's thread"},
     {"lanes", py_lanes, METH_NOARGS, "lanes(): streams hashed side by side (0: unavailable)"},
     {"stats", py_stats, METH_NOARGS, "stats(): counters of the engine in this process"},
     {NULL, NULL, 0, NULL},

@@ -47,11 +47,12 @@ def describe() -> str:
     return "libcrypto (md5 lanes off)" if not _enabled else "libcrypto (no AVX-512 here)"
 
 
-def update(ctx: object, chunks: Sequence[Buffer]) -> None:
+def update(ctx: object, chunks: Sequence[Buffer], *, to_engine: bool = False) -> None:
     """Hash ``chunks`` into the writable 92-byte ``MD5_CTX`` ``ctx``; blocks (GIL released)
-    until done. Only one update of one context may run at a time."""
+    until done. Only one update of one context may run at a time. ``to_engine`` sends it
+    to the engine even when too few uploads stream for lanes to pay off (tests)."""
     assert _md5lanes is not None
-    _md5lanes.update(ctx, chunks)
+    _md5lanes.update(ctx, chunks, to_engine)
 
 
 def use_scalar(address: int) -> None:
