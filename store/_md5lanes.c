@@ -241,7 +241,6 @@ typedef struct job {
     md5_ctx *ctx;
     Py_buffer *chunks;
     Py_ssize_t nchunks;
-    int64_t arrived; /* ns, CLOCK_MONOTONIC */
     sem_t done;
     struct job *next;
 } job;
@@ -260,7 +259,7 @@ static struct {
     int busy; /* lanes holding an update */
     pid_t pid; /* process whose engine thread runs (0: none yet) */
     int lanes; /* LANES when the CPU has the instructions, else 0 */
-    scalar_update_fn scalar; /* libcrypto's MD5_Update when given, else our own */
+    scalar_update_fn scalar; /* libcrypto's MD5_Update, for updates run by their caller */
     struct {
         const void *ctx;
         int64_t at;
@@ -309,30 +308,6 @@ static void note_arrival(const void *ctx, int64_t at)
     engine.ring[engine.ring_next % RING].ctx = ctx;
     engine.ring[engine.ring_next % RING].at = at;
     engine.ring_next++;
-}
-
-/* MD5_Update's contract, for a caller that hashes its own update. */
-static void update_one(md5_ctx *ctx, const unsigned char *p, size_t len)
-{
-    if (engine.scalar) {
-        engine.scalar(ctx, p, len);
-        return;
-    }
-    count_bytes(ctx, len);
-    if (ctx->num) {
-        size_t take = 64 - ctx->num < len ? 64 - ctx->num : len;
-        memcpy((unsigned char *)ctx->data + ctx->num, p, take);
-        ctx->num += (uint32_t)take;
-        p += take;
-        len -= take;
-        if (ctx->num < 64)
-            return;
-        compress_buffered(ctx);
-    }
-    compress_one(ctx, p, len / 64);
-    p += len / 64 * 64;
-    memcpy(ctx->data, p, len % 64);
-    ctx->num = (uint32_t)(len % 64);
 }
 
 /* Take a lane's bytes that cannot go through the lockstep: the start of a block that
@@ -509,15 +484,16 @@ static int ensure_engine(void)
 static int run_job(job *j, int to_engine)
 {
     j->next = NULL;
-    j->arrived = now_ns();
+    int64_t now = now_ns();
     pthread_mutex_lock(&engine.lock);
-    note_arrival(j->ctx, j->arrived);
-    if (!to_engine && engine.busy == 0 && engine.head == NULL &&
-        recent_streams(j->arrived) < X16_MIN_LANES) {
+    note_arrival(j->ctx, now);
+    scalar_update_fn scalar = engine.scalar; /* without it, everything goes to the engine */
+    if (!to_engine && scalar && engine.busy == 0 && engine.head == NULL &&
+        recent_streams(now) < X16_MIN_LANES) {
         engine.inline_updates++;
         pthread_mutex_unlock(&engine.lock);
         for (Py_ssize_t i = 0; i < j->nchunks; i++)
-            update_one(j->ctx, j->chunks[i].buf, (size_t)j->chunks[i].len);
+            scalar(j->ctx, j->chunks[i].buf, (size_t)j->chunks[i].len);
         return 0;
     }
     int err = ensure_engine();
@@ -636,7 +612,8 @@ static PyObject *py_set_scalar(PyObject *self, PyObject *arg)
 
 static PyMethodDef methods[] = {
     {"set_scalar", py_set_scalar, METH_O,
-     "set_scalar(address): libcrypto's MD5_Update, used for one stream at a time (0: none)"},
+     "set_scalar(address): libcrypto's MD5_Update, for updates run in their caller's thread "
+     "(0: none; then every update goes to the engine)"},
     {"update", py_update, METH_VARARGS,
      "update(ctx, chunks, to_engine=False): hash each chunk into the MD5_CTX bytes ctx "
      "(blocks, GIL released); to_engine: never in the caller's thread"},
