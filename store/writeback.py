@@ -4,8 +4,9 @@ Left alone, the kernel lets gigabytes of an upload sit dirty in the page cache (
 RAM here) and the next checkpoint's fsync then flushes them in one burst. Every other
 fsync on the disk waits behind that burst — Redis's append-only fsync among them, and
 with ``appendfsync always`` Redis answers nobody while it waits, so a HEAD stalls for
-as long as the burst lasts. Starting writeback block by block (``sync_file_range`` with
-``SYNC_FILE_RANGE_WRITE``, as PostgreSQL's ``*_flush_after`` settings do) keeps the
+as long as the burst lasts. Starting writeback every few MiB written (``sync_file_range``
+with ``SYNC_FILE_RANGE_WRITE``, as PostgreSQL's ``*_flush_after`` settings do; the
+window is ``partial.WRITEBACK_WINDOW``) keeps the
 dirty backlog to what the disk is writing right now: checkpoint fsyncs find little
 left to do and the disk queue stays short. It does not wait for the write to finish,
 and it is not a durability step: the checkpoint's fsync still is.
