@@ -53,7 +53,7 @@ FINALIZE_SECONDS = Histogram(
 )
 MD5_UPDATES = Counter(
     "tus_staging_md5_updates_total",
-    "md5 updates of upload blocks: through the lanes engine, or in the caller's thread",
+    "md5 updates (upload and on-demand metadata blocks): through the lanes engine, or inline",
     ["path"],
 )  # path: lanes, inline
 MD5_PASS_BLOCKS = Counter(
