@@ -57,8 +57,8 @@ def update(ctx: object, chunks: Sequence[Buffer], *, to_engine: bool = False) ->
 
 def use_scalar(address: int) -> None:
     """Give the engine libcrypto's ``MD5_Update`` (its address) for the updates that run
-    in their caller's thread (too few uploads streaming for lanes): OpenSSL's assembly
-    beats the engine's portable C there (873 against 826 MB/s here)."""
+    in their caller's thread (too few uploads streaming for lanes); without it, every
+    update goes to the engine."""
     if _md5lanes is not None:
         _md5lanes.set_scalar(address)
 
