@@ -69,7 +69,14 @@ import requests
 
 from bench.bench_upload import Bench, dd_write, md5sum_twice
 from protocol.headers import TUS_VERSION
-from tests.servers import TOKENS, RedisProcess, ServerProcess, free_port, wait_until
+from tests.servers import (
+    TOKENS,
+    RedisProcess,
+    ServerProcess,
+    free_port,
+    metric_values,
+    wait_until,
+)
 from tests.test_large_upload import GeneratedStream, PatchTiming, patch_stream
 from tests.tus_client import TusTestClient
 
@@ -278,28 +285,24 @@ def probe_upload(files_url: str) -> str:
     return url
 
 
-MD5_COUNTERS = re.compile(
-    r'^tus_staging_md5_(updates_total\{path="(?:lanes|inline)"\}|pass_blocks_total|'
-    r"lane_blocks_total) ([0-9.e+]+)$",
-    re.MULTILINE,
-)
+MD5_SERIES = "tus_staging_md5_"
 
 
 def md5_counters(files_url: str) -> dict[str, float]:
     """The server's md5 lanes counters from /metrics (all workers summed)."""
     parts = urlsplit(files_url)
-    text = requests.get(f"{parts.scheme}://{parts.netloc}/metrics", timeout=30).text
-    return {name: float(value) for name, value in MD5_COUNTERS.findall(text)}
+    values = metric_values(f"{parts.scheme}://{parts.netloc}")
+    return {name: value for name, value in values.items() if name.startswith(MD5_SERIES)}
 
 
 def md5_note(counters: dict[str, float]) -> str:
     """Streams per lockstep pass and the share of md5 updates that went through lanes."""
-    lanes = counters.get('updates_total{path="lanes"}', 0.0)
-    inline = counters.get('updates_total{path="inline"}', 0.0)
-    passes = counters.get("pass_blocks_total", 0.0)
+    lanes = counters.get(f'{MD5_SERIES}updates_total{{path="lanes"}}', 0.0)
+    inline = counters.get(f'{MD5_SERIES}updates_total{{path="inline"}}', 0.0)
+    passes = counters.get(f"{MD5_SERIES}pass_blocks_total", 0.0)
     if not lanes + inline:
         return ""
-    per_pass = counters.get("lane_blocks_total", 0.0) / passes if passes else 0.0
+    per_pass = counters.get(f"{MD5_SERIES}lane_blocks_total", 0.0) / passes if passes else 0.0
     return (
         f"; md5 lanes: {per_pass:.1f} streams per pass, "
         f"{100 * lanes / (lanes + inline):.0f} % of block updates through the engine"

@@ -25,6 +25,16 @@ from tus_staging.embedded_redis import redis_server_binary
 TOKENS = {"alice": "tok-alice", "bob": "tok-bob", "carol": "tok-carol"}
 
 
+def metric_values(base_url: str) -> dict[str, float]:
+    """The server's /metrics as {series with its labels: value} (all workers summed)."""
+    values = {}
+    for line in requests.get(f"{base_url}/metrics", timeout=10).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

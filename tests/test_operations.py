@@ -17,17 +17,12 @@ import requests
 from store import md5_lanes
 
 from .checks import sidecar
-from .servers import TOKENS, JsonHandler, RedisProcess, ServerProcess
+from .servers import TOKENS, JsonHandler, RedisProcess, ServerProcess, metric_values
 from .tus_client import TusTestClient, encode_metadata
 
 
 def scrape(server: ServerProcess) -> dict[str, float]:
-    values = {}
-    for line in requests.get(f"{server.url}/metrics", timeout=10).text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
+    return metric_values(server.url)
 
 
 def test_metrics_count_right_under_two_workers(make_server) -> None:

@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from .conftest import md5_of
 from .fault_proxy import FaultProxy, throttle
-from .servers import TOKENS, RedisProcess, ServerProcess
+from .servers import TOKENS, RedisProcess, ServerProcess, metric_values
 
 
 def run_upload(server: ServerProcess, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -63,10 +62,7 @@ def test_upload_failures_exit_non_zero_with_a_message(
 
 
 def bytes_received(server: ServerProcess) -> float:
-    for line in requests.get(f"{server.url}/metrics", timeout=10).text.splitlines():
-        if line.startswith("tus_staging_bytes_received_total "):
-            return float(line.split()[1])
-    return 0.0
+    return metric_values(server.url).get("tus_staging_bytes_received_total", 0.0)
 
 
 def start_upload(
