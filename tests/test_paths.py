@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from protocol.errors import BadRequest
 from store.paths import (
     PathInTheWay,
     UnsafePath,
@@ -85,7 +86,7 @@ def test_user_root_joins_a_plain_name(tmp_path: Path) -> None:
     ],
 )
 def test_user_root_refuses_unsafe_names(tmp_path: Path, user: str) -> None:
-    with pytest.raises(UnsafePath) as info:
+    with pytest.raises(BadRequest) as info:
         user_root(tmp_path, user)
     assert info.value.reason
     assert "\n" not in info.value.reason
@@ -101,8 +102,6 @@ def test_user_root_allows_255_bytes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "relative",
     [
-        "/etc/passwd",
-        "//etc",
         "..",
         "../bob",
         "a/../../b",
@@ -125,17 +124,17 @@ def test_user_root_allows_255_bytes(tmp_path: Path) -> None:
         "\uff0e\uff0e",  # fullwidth dots -> ".." under NFKC
         "\u2025",  # two dot leader -> ".."
         "a\uff3cb",  # fullwidth reverse solidus
-        PurePosixPath("/etc"),
         PurePosixPath("a/../../b"),
     ],
 )
 def test_lexically_unsafe_paths_are_refused(area: Path, relative: str | PurePosixPath) -> None:
-    with pytest.raises(UnsafePath) as info:
+    # The path policy's own refusal (protocol/paths.py), before the filesystem is looked at.
+    with pytest.raises(BadRequest) as info:
         resolve_inside(area, relative)
     assert info.value.reason and "\n" not in info.value.reason
 
 
-@pytest.mark.parametrize("relative", ["", ".", "./", "./.", PurePosixPath(".")])
+@pytest.mark.parametrize("relative", ["", ".", "./", "./.", "/", "//", PurePosixPath(".")])
 def test_empty_path_is_the_root(area: Path, relative: str | PurePosixPath) -> None:
     assert resolve_inside(area, relative) == area
 
@@ -304,7 +303,7 @@ _relative_paths = st.one_of(_joined, _walks, st.text(max_size=40))
 def test_any_text_is_refused_or_stays_inside(area: Path, relative: str, must_exist: bool) -> None:
     try:
         result = resolve_inside(area, relative, must_exist=must_exist)
-    except UnsafePath as exc:
+    except (UnsafePath, BadRequest) as exc:
         assert exc.reason and "\n" not in exc.reason
         return
     except FileNotFoundError:
@@ -326,7 +325,7 @@ def test_pure_posix_input_agrees_with_text(area: Path, relative: str) -> None:
     def outcome(value: str | PurePosixPath) -> object:
         try:
             return resolve_inside(area, value)
-        except UnsafePath:
+        except (UnsafePath, BadRequest):
             return UnsafePath
 
     assert outcome(PurePosixPath(relative)) == outcome(relative) or relative.startswith("//")

@@ -13,8 +13,8 @@ from typing import Protocol
 
 from aiohttp import web
 
-from protocol.errors import Unauthorized
-from store.paths import UnsafePath, user_root
+from protocol.errors import BadRequest, Unauthorized
+from protocol.paths import check_name
 
 SESSION_COOKIES = ("kbase_session", "kbase_session_backup")
 
@@ -42,9 +42,9 @@ class Authenticator(Protocol):
 def check_username(user: str) -> str:
     """A user name becomes a directory name: it must be one safe path component."""
     try:
-        user_root(Path("/"), user)
-    except UnsafePath as error:
-        raise ValueError(f"user name {user!r} cannot name a directory: {error}") from None
+        check_name(user, field="user name")
+    except BadRequest as error:
+        raise ValueError(f"user name {user!r} cannot name a directory: {error.reason}") from None
     return user
 
 

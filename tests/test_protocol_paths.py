@@ -1,4 +1,4 @@
-"""protocol.destination: file names and directories a client may ask for."""
+"""The one path policy (protocol/paths.py) and upload destinations built with it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.destination import upload_destination, validate_filename, validate_relative_dir
+from protocol.destination import upload_destination
 from protocol.errors import BadRequest, TusError
+from protocol.paths import MAX_DEPTH, area_path, check_name
 from tests.refusals import refusal as one_line_refusal
 
 ANY_TEXT = st.one_of(
@@ -32,7 +33,7 @@ def refusal(call: Callable[..., Any], *args: Any) -> TusError:
     return error
 
 
-# --- validate_filename -------------------------------------------------------
+# --- check_name ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -46,10 +47,12 @@ def refusal(call: Callable[..., Any], *args: Any) -> TusError:
         "a" * 255,
         "é" * 127,  # 254 bytes
         "emoji 👩‍👩‍👧.txt",  # zero-width joiners (Cf) are part of ordinary names
+        "می\u200cخواهم.txt",  # a zero-width non-joiner inside a Persian word
+        "c:x",  # a drive only where a path starts (see area_path)
     ],
 )
 def test_filename_accepted(name: str) -> None:
-    assert validate_filename(name) == name
+    assert check_name(name, field="filename") == name
 
 
 @pytest.mark.parametrize(
@@ -76,17 +79,30 @@ def test_filename_accepted(name: str) -> None:
         "\u3000leading",
         "a" * 256,
         "é" * 128,  # 256 bytes
+        "evil\u202etxt.exe",  # right-to-left override
+        "\u2066x\u2069",  # isolates
+        "a\u200bb",  # zero-width space
+        "a\u2060b",  # word joiner
+        "\ufeffbom",
+        "soft\u00adhyphen",
+        "\u200dlead",  # a joiner with nothing visible before it
+        "tail\u200c",
+        "a\u200d b",
+        "\u3164",  # Hangul filler: a letter that shows nothing
+        "a\u2800b",  # braille blank
+        "a\u2215b",
+        "\uff0e\uff0e",
     ],
 )
 def test_filename_refused(name: str) -> None:
-    assert "filename" in refusal(validate_filename, name).reason
+    assert "filename" in refusal(lambda: check_name(name, field="filename")).reason
 
 
 def test_filename_reason_names_its_field() -> None:
-    assert "name" in refusal(lambda: validate_filename("", field="name")).reason
+    assert "name" in refusal(lambda: check_name("", field="name")).reason
 
 
-# --- validate_relative_dir -----------------------------------------------------
+# --- area_path -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -104,18 +120,20 @@ def test_filename_reason_names_its_field() -> None:
         ("é/ü", "é/ü"),
         ("CC:/x", "CC:/x"),
         ("a/C:/b", "a/C:/b"),
+        # A leading "/" is the home, as the staging routes and KBase's front end send it.
+        ("/", "."),
+        ("/x", "x"),
+        ("//x/y", "x/y"),
+        ("/".join(["d"] * MAX_DEPTH), "/".join(["d"] * MAX_DEPTH)),
     ],
 )
 def test_relative_dir_accepted(path: str, expected: str) -> None:
-    assert validate_relative_dir(path) == PurePosixPath(expected)
+    assert area_path(path) == PurePosixPath(expected)
 
 
 @pytest.mark.parametrize(
     "path",
     [
-        "/",
-        "/x",
-        "//x",
         "\\x",
         "C:\\x",
         "C:/x",
@@ -133,14 +151,16 @@ def test_relative_dir_accepted(path: str, expected: str) -> None:
         "\ud800",
         "a/" + "b" * 256,
         "/".join(["a" * 200] * 21),  # > 4096 bytes
+        "/".join(["d"] * (MAX_DEPTH + 1)),
+        "x/\u202eb",
     ],
 )
 def test_relative_dir_refused(path: str) -> None:
-    refusal(validate_relative_dir, path)
+    refusal(area_path, path)
 
 
 def test_relative_dir_reason_names_its_field() -> None:
-    assert "destPath" in refusal(lambda: validate_relative_dir("/x", field="destPath")).reason
+    assert "destPath" in refusal(lambda: area_path("../x", field="destPath")).reason
 
 
 # --- upload_destination --------------------------------------------------------
@@ -161,6 +181,8 @@ def test_relative_dir_reason_names_its_field() -> None:
         ({"filename": b"f.txt", "relativePath": b"/folder/sub/f.txt"}, "folder/sub/f.txt"),
         ({"filename": b"f.txt", "destPath": b"d", "relativePath": b"r/f.txt"}, "d/f.txt"),
         ({"filename": "é.txt".encode(), "destPath": "ü".encode()}, "ü/é.txt"),
+        ({"filename": b"f.txt", "destPath": b"/abs"}, "abs/f.txt"),
+        ({"filename": b"f.txt", "destPath": b"/"}, "f.txt"),
     ],
 )
 def test_upload_destination(metadata: dict[str, bytes], expected: str) -> None:
@@ -177,12 +199,13 @@ def test_upload_destination(metadata: dict[str, bytes], expected: str) -> None:
         ({"name": b"a/b"}, "name"),
         ({"filename": b"\xff.txt"}, "filename"),
         ({"filename": b"f.txt", "destPath": b"\xff"}, "destPath"),
-        ({"filename": b"f.txt", "destPath": b"/abs"}, "destPath"),
         ({"filename": b"f.txt", "destPath": b"../up"}, "destPath"),
         ({"filename": b"f.txt", "relativePath": b"../up/f.txt"}, "relativePath"),
         ({"filename": b"f.txt", "relativePath": b"a\\b\\f.txt"}, "relativePath"),
         ({"filename": b"f.txt", "relativePath": b"\xff/f.txt"}, "relativePath"),
         ({"filename": b"f.txt", "destPath": b"/".join([b"a" * 255] * 16)}, "destination"),
+        ({"filename": b"c:x"}, "destination"),
+        ({"filename": b"f.txt", "destPath": "a/\u202e".encode()}, "destPath"),
     ],
 )
 def test_upload_destination_refused(metadata: dict[str, bytes], mention: str) -> None:
@@ -199,12 +222,17 @@ def assert_safe_relative(path: PurePosixPath) -> None:
     assert "\\" not in text
     assert not any(unicodedata.category(char) in FORBIDDEN_CATEGORIES for char in text)
     assert all(not part[0].isspace() for part in path.parts)
+    for part in path.parts:
+        for index, char in enumerate(part):
+            if unicodedata.category(char) == "Cf":
+                # Only joiners, and only between two visible characters.
+                assert char in "\u200c\u200d" and 0 < index < len(part) - 1
 
 
 @given(ANY_TEXT)
 def test_filename_is_safe_or_refused(name: str) -> None:
     try:
-        result = validate_filename(name)
+        result = check_name(name)
     except BadRequest:
         return
     assert result == name
@@ -216,7 +244,7 @@ def test_filename_is_safe_or_refused(name: str) -> None:
 @given(ANY_TEXT)
 def test_relative_dir_is_safe_or_refused(path: str) -> None:
     try:
-        result = validate_relative_dir(path)
+        result = area_path(path)
     except BadRequest:
         return
     assert_safe_relative(result)
