@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from dataclasses import dataclass
 from typing import Protocol
 
 from protocol.headers import SUPPORTED_CHECKSUMS
+
+
+@dataclass(frozen=True)
+class ExpectedChecksum:
+    """A request's Upload-Checksum: what its body must hash to."""
+
+    algorithm: str
+    digest: bytes
 
 
 class BodyChecksum(Protocol):

@@ -1,50 +1,54 @@
-"""Finalize: move a fully committed upload into the user's staging area.
+"""Placing a fully committed upload into the user's staging area (the blocking steps).
 
-partial → finalizing(destination, metadata) → complete. Each step is idempotent so
-that whoever comes next (a HEAD, a PATCH, the janitor) completes a finalize that a
-crash interrupted, without moving anything twice:
+The session (store/session.py) drives partial → finalizing → complete; this module does
+the file work, each step idempotent so that whoever comes next (a HEAD, a PATCH, the
+janitor) completes a finalize that a crash interrupted, without moving anything twice:
 
 * the metadata record is computed from the stream state *before* the move and stored
   in Redis with the "finalizing" status, so nothing has to be read again;
 * the partial file's identity (device, inode) is stored too: after a crash, a staged
   file with that identity is ours, one without it was replaced by a later upload;
-* finalizes that target the same destination are serialized by a Redis lock on the
-  destination, so one upload's data move and sidecar write never interleave with
-  another's.
+* the move goes through a descriptor of the destination folder, checked to be inside
+  the user's area, so a symlink planted after the path check cannot redirect it;
+* a folder removed or moved away by the user at the same moment is made again (the
+  move is retried), and a sidecar whose file did not stay where it was placed is taken
+  back: no orphan sidecar is left behind.
+
+Anything that keeps the file from its destination (a folder where the file should go, a
+file where a folder should be, a name that now looks like another's) is a
+:class:`FinalizeBlocked`: the upload stays finalizing, each later request says why
+(409), and DELETE still removes it.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
 import stat
-import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from redis.asyncio import Redis
-
-from protocol.errors import Conflict
+from protocol.errors import Conflict, TusError
 
 from .crash_points import crash_point
 from .layout import DataLayout
-from .locks import LockSettings, UploadLock, acquire_lock, keep_renewed
-from .partial import StreamState, file_identity, partial_path, stat_identity
-from .paths import ensure_dir, open_dir_inside
-from .record import FINALIZING_INDEX_KEY, UploadRecord, UploadStatus
-from .sidecar import metadata_record, read_tail, write_json_atomically
-from .state_store import StateStore
+from .partial import StreamState, partial_path, stat_identity
+from .paths import UnsafePath, ensure_dir, open_dir_inside, twin_of
+from .record import UploadRecord
+from .sidecar import metadata_record, read_tail, remove_sidecar, temp_name, write_sidecar
 
 SOURCE = "tus upload"
+COPY_BLOCK = 4 * 1024 * 1024
+# Times a move is tried again when its folder vanished under it (removed or moved away
+# by the user at that very moment).
+PLACE_ATTEMPTS = 3
 
 
-def destination_lock_name(user: str, destination: str) -> str:
-    digest = hashlib.sha256(f"{user}\0{destination}".encode()).hexdigest()[:32]
-    return f"dest-{digest}"
+class FinalizeBlocked(Conflict):
+    """Something on disk keeps the upload from its destination; retried on each request."""
 
 
 def prepare_result(record: UploadRecord, layout: DataLayout, stream: StreamState) -> bytes:
@@ -67,55 +71,86 @@ def prepare_result(record: UploadRecord, layout: DataLayout, stream: StreamState
     return json.dumps(result, ensure_ascii=False).encode()
 
 
-def _copy_across_filesystems(source: Path, folder: int, name: str, upload_id: str) -> None:
+def _copy_across_filesystems(source: Path, folder: int, name: str) -> None:
     # The temp file sits in the destination folder, so the last step is a same-fs rename.
-    temp = f".{upload_id}.tus-staging.tmp"
-    out_fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=folder)
-    with open(source, "rb") as src, open(out_fd, "wb") as out:
-        shutil.copyfileobj(src, out, 4 * 1024 * 1024)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    temp = temp_name()
+    out_fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=folder)
+    try:
+        with open(source, "rb") as src, open(out_fd, "wb") as out:
+            shutil.copyfileobj(src, out, COPY_BLOCK)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=folder)
+        raise
 
 
 def place_file(record: UploadRecord, layout: DataLayout) -> None:
-    """Move the partial file to its staging path and write its sidecar. Blocking, idempotent."""
+    """Move the partial file to its staging path and write its sidecar. Blocking,
+    idempotent; raises FinalizeBlocked when something on disk is in the way."""
+    for attempt in range(PLACE_ATTEMPTS):
+        try:
+            _place_once(record, layout)
+            return
+        except FileNotFoundError:
+            # The folder was removed (or moved) between our steps: make it again.
+            if attempt == PLACE_ATTEMPTS - 1:
+                raise FinalizeBlocked(
+                    f"cannot stage upload {record.id}: its folder keeps vanishing"
+                ) from None
+        except (UnsafePath, TusError) as error:
+            reason = error.reason
+            raise FinalizeBlocked(
+                f"cannot stage upload {record.id} at {record.destination!r}: {reason}; "
+                "remove what is in the way, or DELETE the upload"
+            ) from None
+
+
+def _place_once(record: UploadRecord, layout: DataLayout) -> None:
     relative = PurePosixPath(record.destination)
     dest = layout.staged_path(record.owner, relative)  # re-checked: symlinks may be new
-    sidecar = layout.sidecar_path(record.owner, relative)
     partial = partial_path(layout.upload_dir, record.id)
     ensure_dir(dest.parent)
-    # Everything below goes through the folder's descriptor, checked to be inside the
-    # user's area: a symlink planted after the check above cannot redirect the move.
     folder = open_dir_inside(layout.user_home(record.owner), dest.parent)
     try:
+        twin = twin_of(dest.parent, dest.name)
+        if twin is not None:
+            raise Conflict(f"{twin!r} looks the same and is already there")
         if _is_dir_at(folder, dest.name):
-            raise Conflict(f"destination {record.destination!r} is a directory")
+            raise Conflict(f"{record.destination!r} is a folder")
         copied = False
-        if partial.exists():
+        if os.path.exists(partial):
             try:
                 os.replace(partial, dest.name, dst_dir_fd=folder)
             except OSError as error:
                 if error.errno != errno.EXDEV:
                     raise
-                _copy_across_filesystems(partial, folder, dest.name, record.id)
+                _copy_across_filesystems(partial, folder, dest.name)
                 copied = True
             os.fsync(folder)
             crash_point("finalize-after-move")
-            ours = True
-        else:
-            # A crash came after the move: the staged file is ours only if still the same
-            # inode.
-            ours = _identity_at(folder, dest.name) == record.partial_identity
-        if ours:
-            info = os.stat(dest.name, dir_fd=folder, follow_symlinks=False)
-            result: dict[str, Any] = json.loads(record.result)
-            result["mtime"] = int(info.st_mtime * 1000)
-            write_json_atomically(sidecar, result)
+        # After a crash the staged file is ours only if it still is the same inode.
+        info = _stat_at(folder, dest.name)
+        if info is not None and (copied or stat_identity(info) == record.partial_identity):
+            _write_result(record, layout, relative, info)
+            if _stat_at(folder, dest.name) is None:
+                # Removed or moved away by the user meanwhile: no sidecar for a file that
+                # is not there (a moved one gets its metadata again on demand).
+                remove_sidecar(layout, record.owner, relative)
     finally:
         os.close(folder)
     if copied:
         partial.unlink()  # only now: until the sidecar is written, a retry copies again
+
+
+def _write_result(
+    record: UploadRecord, layout: DataLayout, relative: PurePosixPath, info: os.stat_result
+) -> None:
+    result: dict[str, Any] = json.loads(record.result)
+    result["mtime"] = int(info.st_mtime * 1000)
+    write_sidecar(layout, record.owner, relative, result)
 
 
 def _is_dir_at(folder: int, name: str) -> bool:
@@ -125,57 +160,8 @@ def _is_dir_at(folder: int, name: str) -> bool:
         return False
 
 
-def _identity_at(folder: int, name: str) -> str | None:
+def _stat_at(folder: int, name: str) -> os.stat_result | None:
     try:
-        info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        return os.stat(name, dir_fd=folder, follow_symlinks=False)
     except FileNotFoundError:
         return None
-    return stat_identity(info)
-
-
-async def finalize(
-    redis: Redis,
-    store: StateStore,
-    lock: UploadLock,
-    record: UploadRecord,
-    layout: DataLayout,
-    stream: StreamState | None,
-    lock_settings: LockSettings,
-) -> UploadRecord:
-    """Drive ``record`` (full, locked by ``lock``) to COMPLETE. Safe to call again after a crash."""
-    if record.status is UploadStatus.COMPLETE:
-        return record
-    if record.status is UploadStatus.PARTIAL:
-        if stream is None:
-            raise ValueError("a partial upload needs its stream state to finalize")
-        record.result = await asyncio.to_thread(prepare_result, record, layout, stream)
-        record.partial_identity = await asyncio.to_thread(
-            file_identity, partial_path(layout.upload_dir, record.id)
-        )
-        record.status = UploadStatus.FINALIZING
-        await store.update(
-            lock,
-            {
-                "status": record.status.value.encode(),
-                "result": record.result,
-                "partial_identity": record.partial_identity.encode(),
-            },
-            expect_offset=record.offset,
-        )
-        await redis.zadd(FINALIZING_INDEX_KEY, {record.id: time.time()})
-        crash_point("finalize-before-move")
-    dest_lock = await acquire_lock(
-        redis, destination_lock_name(record.owner, record.destination), lock_settings
-    )
-    try:
-        # A move across filesystems copies the whole file: keep both locks alive meanwhile.
-        async with keep_renewed(lock, dest_lock):
-            await asyncio.to_thread(place_file, record, layout)
-    finally:
-        await dest_lock.release()
-    crash_point("finalize-before-complete")
-    record.status = UploadStatus.COMPLETE
-    await store.update(lock, {"status": record.status.value.encode()})
-    await store.set_expiry(record.id, None)
-    await redis.zrem(FINALIZING_INDEX_KEY, record.id)
-    return record

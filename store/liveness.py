@@ -21,7 +21,7 @@ import time
 
 from redis.asyncio import Redis
 
-from .record import KEY_PREFIX
+from .keys import instance_key
 
 # Seconds an instance key outlives its last refresh. Refreshes come every second, so a
 # healthy process keeps its locks through Redis write stalls of nearly 4 s (seen at
@@ -29,10 +29,6 @@ from .record import KEY_PREFIX
 # free within this long. Each refresh is a write (an fsync in Redis): not more often.
 INSTANCE_TTL = 6.0
 REFRESH_EVERY = 1.0
-
-
-def instance_key(instance_id: str) -> str:
-    return f"{KEY_PREFIX}:instance:{instance_id}"
 
 
 class Liveness:

@@ -25,9 +25,9 @@ from redis.asyncio import Redis
 
 from protocol.errors import Locked
 
-from .liveness import Liveness, instance_key
+from .keys import instance_key, lock_key, release_key
+from .liveness import Liveness
 from .liveness import current as current_liveness
-from .record import lock_key, release_key
 
 # KEYS[1] lock, KEYS[2] release request; ARGV[1] token, ARGV[2] ttl ms.
 # Returns {-1, 0} when the token no longer holds the lock, else {whether a release was

@@ -11,13 +11,12 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checksums import BodyChecksum
 from .digest import Digest, DigestStateError, ResumableDigest
-from .record import UploadRecord, digest_field
+from .record import UploadRecord
 from .scanner import ContentScanner, ScannerStateError
 from .writeback import drop_cached, start_writeback
 
@@ -75,22 +74,6 @@ def read_blocks(path: Path, start: int, end: int, block: int = READ_BLOCK) -> It
             yield data
 
 
-_scan_threads: ThreadPoolExecutor | None = None
-
-
-def _scan_pool() -> ThreadPoolExecutor:
-    # Made on first use, so that it belongs to the process that uses it (gunicorn forks).
-    global _scan_threads
-    if _scan_threads is None:
-        _scan_threads = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="scan")
-    return _scan_threads
-
-
-def _scan(scanner: ContentScanner, chunks: Sequence[bytes]) -> None:
-    for chunk in chunks:
-        scanner.update(chunk)
-
-
 @dataclass
 class StreamState:
     """Digests and scanner of the committed bytes, restorable on any worker."""
@@ -99,38 +82,34 @@ class StreamState:
     scanner: ContentScanner
     recomputed: bool = False  # True when saved states could not be loaded
 
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
+    def hash_all(self, chunks: Sequence[bytes], extra: BodyChecksum | None = None) -> None:
+        """Feed a block's chunks to the digests (and to ``extra``, a request's own
+        checksum). Releases the GIL while hashing."""
         for digest in self.digests.values():
-            digest.update(data)
-        self.scanner.update(data)
+            digest.update_all(chunks)
+        if extra is not None:
+            for chunk in chunks:
+                extra.update(chunk)
 
-    def feed_all(self, chunks: Sequence[bytes], extra: BodyChecksum | None = None) -> None:
-        """Feed a block's chunks (and to ``extra``, a request's own checksum), scanning in a
-        second thread while this one hashes: the digests release the GIL, the scanner
-        holds it, so the two overlap and a text block costs the longer of the two, not
-        their sum. Binary files have nothing left to scan after their first block."""
-        if not self.scanner.is_text:
-            _scan(self.scanner, chunks)  # only advances the size
-            scanning = None
-        else:
-            scanning = _scan_pool().submit(_scan, self.scanner, chunks)
-        try:
-            for digest in self.digests.values():
-                digest.update_all(chunks)
-            if extra is not None:
-                for chunk in chunks:
-                    extra.update(chunk)
-        finally:
-            if scanning is not None:
-                scanning.result()
+    def scan_all(self, chunks: Sequence[bytes]) -> None:
+        """Feed a block's chunks to the scanner (holds the GIL; a binary file has nothing
+        left to scan after its first block, and only its size advances)."""
+        for chunk in chunks:
+            self.scanner.update(chunk)
 
-    def redis_fields(self) -> dict[str, bytes]:
-        fields = {"scan": self.scanner.state()}
+    def feed_all(self, chunks: Sequence[bytes]) -> None:
+        """Hash and scan a block, one after the other (for passes over a file on disk)."""
+        self.hash_all(chunks)
+        self.scan_all(chunks)
+
+    def states(self) -> tuple[dict[str, bytes], bytes]:
+        """The saved digest states and the scanner state, as the record keeps them."""
+        digests = {}
         for name, digest in self.digests.items():
             state = digest.state()
             # A digest without a portable state (no libcrypto) is recomputed next time.
-            fields[digest_field(name)] = state if state is not None else b""
-        return fields
+            digests[name] = state if state is not None else b""
+        return digests, self.scanner.state()
 
     @classmethod
     def fresh(cls, digest_names: list[str]) -> StreamState:
@@ -153,7 +132,7 @@ class StreamState:
             state = cls.fresh(digest_names)
             state.recomputed = True
             for block in read_blocks(path, 0, record.offset):
-                state.feed(block)
+                state.feed_all([block])
             return state
 
 
@@ -184,8 +163,11 @@ class PartialWriter:
             raise
         return cls(path, fd, committed_offset, stream)
 
-    def absorb(self, chunks: Sequence[bytes]) -> None:
-        """Write chunks at the current offset and feed them to the digests and scanner."""
+    def write(self, chunks: Sequence[bytes], *, scan: bool = True) -> None:
+        """Write ``chunks`` at the current offset, hash them (and scan them unless told
+        not to), and move the offset on. Text is best scanned beside this, in another
+        thread (the digests release the GIL, the scanner holds it): a text block then
+        costs the longer of the two, not their sum."""
         size = sum(len(chunk) for chunk in chunks)
         written = 0
         pending = list(chunks)
@@ -194,7 +176,9 @@ class PartialWriter:
             written += written_now
             pending = _drop_written(pending, written_now)
         self._start_writeback(self.offset + size)
-        self.stream.feed_all(chunks, self.body_checksum)
+        self.stream.hash_all(chunks, self.body_checksum)
+        if scan:
+            self.stream.scan_all(chunks)
         self.offset += size
 
     def _start_writeback(self, end: int) -> None:

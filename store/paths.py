@@ -33,6 +33,7 @@ __all__ = [
     "ensure_dir",
     "open_dir_inside",
     "resolve_inside",
+    "twin_along",
     "twin_of",
     "user_root",
 ]
@@ -166,6 +167,18 @@ def twin_of(folder: Path, name: str) -> str | None:
                     return entry.name
     except (FileNotFoundError, NotADirectoryError):
         return None
+    return None
+
+
+def twin_along(root: Path, relative: PurePosixPath) -> str | None:
+    """The first existing entry along ``root/relative`` that is a look-alike twin of the
+    component the path names there (see :func:`twin_of`), or None."""
+    folder = Path(root)
+    for component in relative.parts:
+        if os.path.lexists(folder / component):
+            folder = folder / component
+            continue
+        return twin_of(folder, component)
     return None
 
 

@@ -1,25 +1,22 @@
-"""The upload state record and its Redis hash encoding.
+"""The upload record and its Redis encoding: the one place that knows the hash's fields.
 
-One Redis hash per upload holds everything another worker needs to take the next
-chunk: owner, length, the committed offset, the destination, and the saved digest and
-scanner states. All keys of one upload share the ``{id}`` hash tag so that scripts
-touching several of them stay valid on Redis Cluster.
+One Redis hash per upload holds everything another worker needs to take the next chunk:
+owner, length, the committed offset, the destination, and the saved digest and scanner
+states. Code elsewhere changes the record's attributes and asks :meth:`UploadRecord.fields`
+for the encoding of the ones it changed; nothing else builds a field by hand.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
+from typing import ClassVar
 
-KEY_PREFIX = "tus-staging"
+from protocol.lifecycle import UploadKind, UploadState
 
-
-class UploadStatus(StrEnum):
-    PARTIAL = "partial"  # accepting bytes
-    FINALIZING = "finalizing"  # all bytes committed; moving into staging
-    COMPLETE = "complete"  # staged; HEAD still answers offset == length
+DIGEST_FIELD_PREFIX = "digest:"
 
 
 def new_upload_id() -> str:
@@ -31,26 +28,12 @@ def is_upload_id(value: str) -> bool:
     return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
-def upload_key(upload_id: str) -> str:
-    return f"{KEY_PREFIX}:{{{upload_id}}}:upload"
+def _text(value: str) -> bytes:
+    return value.encode()
 
 
-def lock_key(upload_id: str) -> str:
-    return f"{KEY_PREFIX}:{{{upload_id}}}:lock"
-
-
-def release_key(upload_id: str) -> str:
-    return f"{KEY_PREFIX}:{{{upload_id}}}:release"
-
-
-def finals_key(upload_id: str) -> str:
-    """The final uploads waiting for this partial upload (concatenation-unfinished)."""
-    return f"{KEY_PREFIX}:{{{upload_id}}}:finals"
-
-
-EXPIRY_INDEX_KEY = f"{KEY_PREFIX}:expiry"
-# Uploads in the FINALIZING state, scored by when they entered it (for the janitor).
-FINALIZING_INDEX_KEY = f"{KEY_PREFIX}:finalizing"
+def _optional_number(value: float | None) -> bytes:
+    return b"" if value is None else repr(value).encode()
 
 
 @dataclass
@@ -60,8 +43,8 @@ class UploadRecord:
     length: int | None  # None while the length is deferred
     offset: int
     metadata: str  # the Upload-Metadata header as received, echoed on HEAD
-    destination: str  # path relative to the owner's staging area
-    status: UploadStatus = UploadStatus.PARTIAL
+    destination: str  # path relative to the owner's staging area ("" for a concat part)
+    status: UploadState = UploadState.PARTIAL
     created: float = 0.0
     updated: float = 0.0
     expires: float | None = None
@@ -75,6 +58,28 @@ class UploadRecord:
     # The staged file's metadata record (JSON), fixed when finalizing starts.
     result: bytes = b""
 
+    # Attribute -> its hash fields. One entry per attribute: the whole encoding.
+    _ENCODERS: ClassVar[dict[str, Callable[[UploadRecord], dict[str, bytes]]]] = {
+        "id": lambda r: {"id": _text(r.id)},
+        "owner": lambda r: {"owner": _text(r.owner)},
+        "length": lambda r: {"length": b"" if r.length is None else str(r.length).encode()},
+        "offset": lambda r: {"offset": str(r.offset).encode()},
+        "metadata": lambda r: {"metadata": _text(r.metadata)},
+        "destination": lambda r: {"destination": _text(r.destination)},
+        "status": lambda r: {"status": _text(r.status.value)},
+        "created": lambda r: {"created": repr(r.created).encode()},
+        "updated": lambda r: {"updated": repr(r.updated).encode()},
+        "expires": lambda r: {"expires": _optional_number(r.expires)},
+        "digest_states": lambda r: {
+            DIGEST_FIELD_PREFIX + name: state for name, state in r.digest_states.items()
+        },
+        "scan_state": lambda r: {"scan": r.scan_state},
+        "partial_identity": lambda r: {"partial_identity": _text(r.partial_identity)},
+        "concat": lambda r: {"concat": _text(r.concat)},
+        "parts": lambda r: {"parts": _text(" ".join(r.parts))},
+        "result": lambda r: {"result": r.result},
+    }
+
     @classmethod
     def new(
         cls,
@@ -86,9 +91,10 @@ class UploadRecord:
         expire_after: float,
         concat: str = "",
         parts: list[str] | None = None,
+        now: float | None = None,
     ) -> UploadRecord:
         """A fresh upload at offset 0 with a new id, expiring ``expire_after`` from now."""
-        now = time.time()
+        now = time.time() if now is None else now
         return cls(
             id=new_upload_id(),
             owner=owner,
@@ -104,50 +110,35 @@ class UploadRecord:
         )
 
     @property
-    def is_complete(self) -> bool:
-        return self.status is UploadStatus.COMPLETE
+    def kind(self) -> UploadKind:
+        if self.concat == "partial":
+            return UploadKind.PART
+        if self.concat.startswith("final"):
+            return UploadKind.FINAL
+        return UploadKind.PLAIN
 
-    @property
-    def is_partial_concat(self) -> bool:
-        return self.concat == "partial"
-
-    @property
-    def is_final_concat(self) -> bool:
-        return self.concat.startswith("final")
-
-    @property
-    def is_expired(self) -> bool:
-        return (
-            self.status is UploadStatus.PARTIAL
-            and self.expires is not None
-            and self.expires <= time.time()
-        )
+    def is_expired(self, now: float) -> bool:
+        """Past its expiry and not staged (a finalize blocked that long expires too; a
+        concatenation's partial upload expires even once complete: it is never staged)."""
+        if self.expires is None or self.expires > now:
+            return False
+        return self.status is not UploadState.COMPLETE or self.kind is UploadKind.PART
 
     @property
     def is_full(self) -> bool:
         return self.length is not None and self.offset >= self.length
 
-    def to_redis(self) -> dict[str, bytes]:
-        fields: dict[str, bytes] = {
-            "id": self.id.encode(),
-            "owner": self.owner.encode(),
-            "length": b"" if self.length is None else str(self.length).encode(),
-            "offset": str(self.offset).encode(),
-            "metadata": self.metadata.encode(),
-            "destination": self.destination.encode(),
-            "status": self.status.value.encode(),
-            "created": repr(self.created).encode(),
-            "updated": repr(self.updated).encode(),
-            "expires": b"" if self.expires is None else repr(self.expires).encode(),
-            "scan": self.scan_state,
-            "partial_identity": self.partial_identity.encode(),
-            "concat": self.concat.encode(),
-            "parts": " ".join(self.parts).encode(),
-            "result": self.result,
-        }
-        for name, state in self.digest_states.items():
-            fields[digest_field(name)] = state
-        return fields
+    @property
+    def reserved_bytes(self) -> int:
+        """What the upload will take on disk once complete (0 while its length is deferred)."""
+        return self.length or 0
+
+    def fields(self, *attributes: str) -> dict[str, bytes]:
+        """The hash fields of ``attributes`` (every attribute when none is named)."""
+        encoded: dict[str, bytes] = {}
+        for name in attributes or self._ENCODERS:
+            encoded.update(self._ENCODERS[name](self))
+        return encoded
 
     @classmethod
     def from_redis(cls, raw: dict[bytes, bytes]) -> UploadRecord:
@@ -168,7 +159,7 @@ class UploadRecord:
             offset=int(text("offset") or 0),
             metadata=text("metadata"),
             destination=text("destination"),
-            status=UploadStatus(text("status") or UploadStatus.PARTIAL.value),
+            status=UploadState(text("status") or UploadState.PARTIAL.value),
             created=float(text("created") or 0),
             updated=float(text("updated") or 0),
             expires=float(expires) if expires else None,
@@ -179,10 +170,3 @@ class UploadRecord:
             parts=text("parts").split(),
             result=raw.get(b"result", b""),
         )
-
-
-DIGEST_FIELD_PREFIX = "digest:"
-
-
-def digest_field(name: str) -> str:
-    return f"{DIGEST_FIELD_PREFIX}{name}"

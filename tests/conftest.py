@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
-from .servers import TOKENS, RedisProcess, ServerProcess
+from .servers import TOKENS, InProcessServer, RedisProcess, ServerProcess
 from .tus_client import TusTestClient
 
 
@@ -19,6 +20,14 @@ def redis_proc(tmp_path: Path) -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
+async def redis(redis_proc: RedisProcess) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client of this test's own Redis."""
+    client = aioredis.Redis(unix_socket_path=str(redis_proc.socket))
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
 def tokens_file(tmp_path: Path) -> Path:
     path = tmp_path / "tokens.txt"
     path.write_text(
@@ -28,17 +37,24 @@ def tokens_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_server(tmp_path: Path, redis_proc: RedisProcess, tokens_file: Path):
+def make_server(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_proc: RedisProcess, tokens_file: Path
+):
     """Start servers sharing this test's Redis and data dir (extra CLI args and environment
-    allowed)."""
-    started: list[ServerProcess] = []
+    allowed). In a module marked ``in_process`` they run in this process (see
+    InProcessServer), unless they need an environment of their own."""
+    in_process = request.node.get_closest_marker("in_process") is not None
+    started: list[ServerProcess | InProcessServer] = []
 
     def start(
         *extra_args: str, data_dir: Path | None = None, env: dict[str, str] | None = None
-    ) -> ServerProcess:
-        server = ServerProcess(
-            data_dir or tmp_path / "data", redis_proc.url, tokens_file, list(extra_args), env
-        )
+    ) -> ServerProcess | InProcessServer:
+        data = data_dir or tmp_path / "data"
+        server: ServerProcess | InProcessServer
+        if in_process and env is None:
+            server = InProcessServer(data, redis_proc.url, tokens_file, list(extra_args))
+        else:
+            server = ServerProcess(data, redis_proc.url, tokens_file, list(extra_args), env)
         server.start()
         started.append(server)
         return server

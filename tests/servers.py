@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import signal
 import socket
@@ -12,6 +14,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -19,8 +22,13 @@ from urllib.parse import urlsplit
 
 import redis
 import requests
+from aiohttp import web
 
+from tus_staging.app import create_app
+from tus_staging.cli import build_parser, config_from
+from tus_staging.config import Config
 from tus_staging.embedded_redis import redis_server_binary
+from tus_staging.request_log import TextFormatter
 
 TOKENS = {"alice": "tok-alice", "bob": "tok-bob", "carol": "tok-carol"}
 
@@ -107,7 +115,107 @@ class RedisProcess:
         self.start()
 
 
-class ServerProcess:
+class ServerAddress:
+    """Where a test server listens."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def files_url(self) -> str:
+        return f"{self.url}/files/"
+
+
+class LogLines(logging.Handler):
+    """The log records of an in-process server, as text lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(TextFormatter("%(levelname)s %(name)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+class InProcessServer(ServerAddress):
+    """The real app on a real socket, in this test process (a thread with its own event
+    loop): for tests of what the server answers, which need no process to kill. Starts in
+    milliseconds where a process takes a second. Same attributes as :class:`ServerProcess`
+    for what it can do."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        redis_url: str | None,
+        tokens_file: Path | None,
+        extra_args: list[str] | None = None,
+    ):
+        self.data_dir = data_dir
+        self.redis_url = redis_url
+        self.tokens_file = tokens_file
+        self.extra_args = list(extra_args or [])
+        self.port = free_port()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.runner: web.AppRunner | None = None
+        self.thread: threading.Thread | None = None
+        self.logs = LogLines()
+
+    def config(self) -> Config:
+        args = ["serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if self.tokens_file:
+            args += ["--tokens-file", str(self.tokens_file)]
+        return config_from(build_parser().parse_args(args + self.extra_args))
+
+    def start(self) -> None:
+        assert self.redis_url is not None, "an in-process server needs a Redis of the test's"
+        config = self.config()
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self.loop = loop
+            try:
+                app = create_app(config, self.redis_url or "")
+                self.runner = web.AppRunner(
+                    app, keepalive_timeout=config.keepalive_timeout, access_log=None
+                )
+                loop.run_until_complete(self.runner.setup())
+                site = web.TCPSite(self.runner, "127.0.0.1", self.port)
+                loop.run_until_complete(site.start())
+            except BaseException as error:
+                failure.append(error)
+                started.set()
+                return
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(self.runner.cleanup())
+            loop.close()
+
+        logging.getLogger().addHandler(self.logs)
+        self.thread = threading.Thread(target=run, name=f"server-{self.port}", daemon=True)
+        self.thread.start()
+        started.wait(30)
+        if failure:
+            raise RuntimeError(f"in-process server failed to start: {failure[0]!r}")
+
+    def log(self) -> str:
+        return "\n".join(self.logs.lines)[-5000:]
+
+    def stop(self) -> None:
+        if self.thread is None or self.loop is None:
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(40)
+        logging.getLogger().removeHandler(self.logs)
+        self.thread = None
+
+
+class ServerProcess(ServerAddress):
     """``tus-staging serve`` as a subprocess, so that tests can kill -9 it and restart it."""
 
     def __init__(
@@ -128,14 +236,6 @@ class ServerProcess:
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"server-{self.port}.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def files_url(self) -> str:
-        return f"{self.url}/files/"
 
     def command(self) -> list[str]:
         command = [

@@ -33,10 +33,10 @@ import redis
 import redis.asyncio
 import requests
 
+from store.janitor import janitor_pass
+from store.keys import FINALIZING_INDEX_KEY, upload_key
 from store.layout import DataLayout
-from store.locks import LockSettings
-from store.record import FINALIZING_INDEX_KEY, upload_key
-from tus_staging.janitor import complete_stuck_finalizes
+from store.uploads import StoreSettings, Uploads
 
 from .conftest import md5_of
 from .servers import (
@@ -445,11 +445,13 @@ def test_interrupted_finalize_across_filesystems(
 
 async def run_janitor(redis_proc: RedisProcess, data_dir: Path, min_age: float) -> int:
     client = redis.asyncio.Redis(unix_socket_path=str(redis_proc.socket))
+    uploads = Uploads(client, DataLayout.under(data_dir), StoreSettings())
     try:
-        return await complete_stuck_finalizes(
-            client, DataLayout.under(data_dir), LockSettings(), min_age=min_age
-        )
+        report = await janitor_pass(uploads, min_finalize_age=min_age)
+        assert report is not None
+        return report.finalized
     finally:
+        uploads.close()
         await client.aclose()
 
 
@@ -457,7 +459,7 @@ async def run_janitor(redis_proc: RedisProcess, data_dir: Path, min_age: float) 
 def test_interrupted_finalize_is_completed_by_the_janitor(
     crashing_server, redis_proc: RedisProcess, point: str
 ) -> None:
-    """``complete_stuck_finalizes`` (the janitor's pass) on the real Redis, no client request."""
+    """The janitor's pass on the real Redis, no client request."""
     server = crashing_server(point)
     client = TusTestClient(server.files_url, TOKENS[USER])
     data = random.Random(point + "janitor").randbytes(MiB + 77)

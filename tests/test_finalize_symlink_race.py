@@ -14,11 +14,12 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from store.finalize import place_file
+from protocol.lifecycle import UploadState
+from store.finalize import FinalizeBlocked, place_file
 from store.layout import DataLayout
 from store.partial import file_identity, partial_path
 from store.paths import UnsafePath, open_dir_inside
-from store.record import UploadRecord, UploadStatus, new_upload_id
+from store.record import UploadRecord, new_upload_id
 
 
 class SwapAfterCheck(DataLayout):
@@ -35,7 +36,7 @@ class SwapAfterCheck(DataLayout):
 def finalizing_record(layout: DataLayout, destination: str, data: bytes) -> UploadRecord:
     record = UploadRecord(
         id=new_upload_id(), owner="alice", length=len(data), offset=len(data),
-        metadata="", destination=destination, status=UploadStatus.FINALIZING,
+        metadata="", destination=destination, status=UploadState.FINALIZING,
         result=json.dumps({"size": len(data)}).encode(),
     )  # fmt: skip
     partial = partial_path(layout.upload_dir, record.id)
@@ -56,7 +57,7 @@ def test_a_folder_swapped_for_a_symlink_after_the_check_is_refused(tmp_path: Pat
     layout = make_layout(SwapAfterCheck, tmp_path)
     (layout.staging_dir / "alice" / "results").mkdir()
     record = finalizing_record(layout, "results/out.txt", b"secret\n")
-    with pytest.raises(UnsafePath, match="outside your area"):
+    with pytest.raises(FinalizeBlocked, match="outside your area"):
         place_file(record, layout)
     assert list((layout.staging_dir / "bob").iterdir()) == []  # nothing landed in bob's area
     assert partial_path(layout.upload_dir, record.id).read_bytes() == b"secret\n"

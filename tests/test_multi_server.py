@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from store.record import FINALIZING_INDEX_KEY, upload_key
+from store.keys import FINALIZING_INDEX_KEY, upload_key
 from tus_staging.embedded_redis import PID_FILE, socket_path_for
 
 from .servers import (

@@ -25,7 +25,7 @@ import requests
 from tusclient import client as tus_client
 
 from protocol.headers import OFFSET_OCTET_STREAM, TUS_VERSION
-from store.record import lock_key, upload_key
+from store.keys import lock_key, upload_key
 
 from .checks import finish_and_check
 from .fault_proxy import (

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from store import md5_lanes
+from store.keys import EVENTS_STREAM_KEY
 
 from .checks import sidecar
 from .servers import TOKENS, JsonHandler, RedisProcess, ServerProcess, metric_values
@@ -64,7 +65,7 @@ def test_events_stream(
     dropped = alice.create_url(50, "dropped.bin")
     alice.delete(dropped)
     with redis_proc.client() as client:
-        entries = client.xrange("tus-staging:events")
+        entries = client.xrange(EVENTS_STREAM_KEY)
     events = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
     kinds = [(e["event"], e["uploadId"]) for e in events]
     done_id, dropped_id = done.rsplit("/", 1)[1], dropped.rsplit("/", 1)[1]

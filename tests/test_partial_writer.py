@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ def test_writer_starts_writeback_in_contiguous_windows(start: int, sizes: list[i
         writer = partial.PartialWriter.open(path, start, partial.StreamState.fresh(["md5"]))
         try:
             for size in sizes:
-                writer.absorb([os.urandom(size)])
+                writer.write([os.urandom(size)])
         finally:
             writer.close()
         assert path.stat().st_size == start + sum(sizes)
@@ -86,9 +87,9 @@ def test_discarded_bytes_are_started_again_once_rewritten(tmp_path: Path) -> Non
         path = tmp_path / "p"
         path.touch()
         writer = partial.PartialWriter.open(path, 0, partial.StreamState.fresh(["md5"]))
-        writer.absorb([b"x" * (WINDOW // 2)])
+        writer.write([b"x" * (WINDOW // 2)])
         writer.discard_to(0)  # a chunk that failed its checksum
-        writer.absorb([b"y" * WINDOW])
+        writer.write([b"y" * WINDOW])
         writer.close()
     assert started == [(0, WINDOW)]
 
@@ -108,12 +109,12 @@ def test_checkpoint_sync_hands_the_durable_bytes_back_to_the_page_cache(tmp_path
     path.touch()
     writer = partial.PartialWriter.open(path, 0, partial.StreamState.fresh(["md5"]))
     try:
-        writer.absorb([os.urandom(4 * MiB), os.urandom(4 * MiB)])
+        writer.write([os.urandom(4 * MiB), os.urandom(4 * MiB)])
         writer.sync()  # no offset named: durable, and the cache is left alone
         assert cached_bytes(path) == 8 * MiB
         writer.sync(written_before=8 * MiB)
         assert cached_bytes(path) == 0
-        writer.absorb([os.urandom(4 * MiB)])
+        writer.write([os.urandom(4 * MiB)])
         writer.sync(written_before=10 * MiB)  # bytes past the named offset stay cached
         assert 0 < cached_bytes(path) <= 2 * MiB
     finally:
@@ -131,14 +132,19 @@ def test_checkpoint_sync_hands_the_durable_bytes_back_to_the_page_cache(tmp_path
         max_size=8,
     )
 )
-def test_feeding_a_block_in_two_threads_gives_what_feeding_one_by_one_gives(
+def test_hashing_and_scanning_a_block_in_two_threads_gives_what_one_by_one_gives(
     chunks: list[bytes],
 ) -> None:
-    # feed_all scans in a second thread while it hashes; the states must not differ.
+    # A text block is hashed in one thread and scanned in another (store/appender.py);
+    # the states must be those of feeding each chunk in turn.
     one_by_one = partial.StreamState.fresh(["md5", "sha256"])
     for chunk in chunks:
-        one_by_one.feed(chunk)
+        one_by_one.feed_all([chunk])
     together = partial.StreamState.fresh(["md5", "sha256"])
-    together.feed_all(chunks)
-    assert together.redis_fields() == one_by_one.redis_fields()
+    with ThreadPoolExecutor(2) as threads:
+        hashing = threads.submit(together.hash_all, chunks)
+        scanning = threads.submit(together.scan_all, chunks)
+        hashing.result()
+        scanning.result()
+    assert together.states() == one_by_one.states()
     assert together.scanner.finish() == one_by_one.scanner.finish()

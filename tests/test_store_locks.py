@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from redis.asyncio import Redis
 
 from protocol.errors import Locked
+from protocol.lifecycle import UploadState
 from store.liveness import Liveness, instance_key
 from store.locks import (
     LockLost,
@@ -19,19 +20,10 @@ from store.locks import (
     keep_renewed,
     renew_between,
 )
-from store.record import UploadRecord, UploadStatus, new_upload_id
+from store.record import UploadRecord, new_upload_id
 from store.state_store import StaleOffset, StateStore, UploadVanished
 
-from .servers import RedisProcess
-
 FAST = LockSettings(ttl=0.5, renew_every=0.05, wait=0.3)
-
-
-@pytest.fixture
-async def redis(redis_proc: RedisProcess) -> AsyncIterator[Redis]:
-    client = Redis(unix_socket_path=str(redis_proc.socket))
-    yield client
-    await client.aclose()
 
 
 async def new_record(store: StateStore) -> UploadRecord:
@@ -51,7 +43,7 @@ async def test_record_round_trips_through_redis(redis: Redis) -> None:
         offset=7,
         metadata="filename Zg==",
         destination="a/b/f",
-        status=UploadStatus.FINALIZING,
+        status=UploadState.FINALIZING,
         created=1.5,
         updated=2.5,
         expires=3.5,
@@ -137,9 +129,9 @@ async def test_commit_refused_after_lock_expired_and_taken(redis: Redis) -> None
     with pytest.raises(LockLost):
         stale.check_valid()  # local check, no round trip
     fresh = await acquire_lock(redis, record.id, FAST)
-    await store.update(fresh, {"offset": b"40"}, expect_offset=0)
+    await store.update(fresh, replace(record, offset=40), ["offset"], expect_offset=0)
     with pytest.raises(LockLost):
-        await store.update(stale, {"offset": b"90"}, expect_offset=0)
+        await store.update(stale, replace(record, offset=90), ["offset"], expect_offset=0)
     with pytest.raises(LockLost):
         await stale.renew()
     current = await store.get(record.id)
@@ -150,9 +142,9 @@ async def test_commit_refused_from_stale_offset(redis: Redis) -> None:
     store = StateStore(redis)
     record = await new_record(store)
     lock = await acquire_lock(redis, record.id, FAST)
-    await store.update(lock, {"offset": b"10"}, expect_offset=0)
+    await store.update(lock, replace(record, offset=10), ["offset"], expect_offset=0)
     with pytest.raises(StaleOffset):
-        await store.update(lock, {"offset": b"20"}, expect_offset=0)
+        await store.update(lock, replace(record, offset=20), ["offset"], expect_offset=0)
     current = await store.get(record.id)
     assert current is not None and current.offset == 10
 
@@ -161,9 +153,9 @@ async def test_commit_to_deleted_upload_refused(redis: Redis) -> None:
     store = StateStore(redis)
     record = await new_record(store)
     lock = await acquire_lock(redis, record.id, FAST)
-    await store.delete(lock)
+    await store.delete(lock, record.id)
     with pytest.raises(UploadVanished):
-        await store.update(lock, {"offset": b"10"}, expect_offset=0)
+        await store.update(lock, replace(record, offset=10), ["offset"], expect_offset=0)
     assert await store.get(record.id) is None
 
 

@@ -9,7 +9,7 @@ import socket
 
 import requests
 
-from store.record import upload_key
+from store.keys import upload_key
 
 from .checks import sidecar, staged
 from .servers import RedisProcess, ServerProcess

@@ -12,6 +12,8 @@ import requests
 from .servers import ServerProcess
 from .tus_client import TusTestClient, encode_metadata
 
+pytestmark = pytest.mark.in_process
+
 OCTET = "application/offset+octet-stream"
 
 

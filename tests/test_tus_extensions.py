@@ -5,16 +5,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
 import zlib
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
 import requests
-
-from protocol.dates import parse_http_date
 
 from .checks import sidecar, staged
 from .servers import TOKENS, ServerProcess
@@ -114,15 +114,23 @@ def test_checksum_with_creation_with_upload(server: ServerProcess, alice: TusTes
 # --- expiration -------------------------------------------------------------------------
 
 
+IMF_FIXDATE = (
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+)
+
+
 def test_upload_expires_header_on_post_patch_head(alice: TusTestClient) -> None:
     before = time.time()
     response = alice.create(100, "exp.bin")
-    created = parse_http_date(response.headers["Upload-Expires"])
+    # An IMF-fixdate (RFC 9110), as the tus expiration extension asks.
+    assert re.fullmatch(IMF_FIXDATE, response.headers["Upload-Expires"])
+    created = parsedate_to_datetime(response.headers["Upload-Expires"]).timestamp()
     week = 7 * 24 * 3600
     assert before + week - 2 <= created <= time.time() + week + 1
     url = alice.location(response)
     patched = alice.patch(url, 0, b"x" * 10)
-    assert parse_http_date(patched.headers["Upload-Expires"]) >= created
+    assert parsedate_to_datetime(patched.headers["Upload-Expires"]).timestamp() >= created
     assert "Upload-Expires" in alice.head(url).headers
 
 
@@ -203,8 +211,31 @@ def test_concatenation_of_finished_partials(server: ServerProcess, alice: TusTes
     head = alice.head(final)
     assert head.headers["Upload-Concat"] == "final;" + " ".join(parts)
     assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == str(len(whole))
-    assert alice.head(partials[0]).headers["Upload-Concat"] == "partial"
     assert_refused(alice.patch(final, len(whole), b"x"), 403)
+    # The partials' bytes live in the final now: they are gone, and their files with them.
+    for partial in partials:
+        assert_refused(alice.head(partial), 404)
+    assert not list((server.data_dir / "uploads").iterdir())
+
+
+def test_a_partial_feeds_exactly_one_final(make_server) -> None:
+    """One small upload cannot be staged many times (nor fill the disk) through finals."""
+    server = make_server("--max-size", "150000")
+    alice = TusTestClient(server.files_url, TOKENS["alice"])
+    piece = os.urandom(100_000)
+    unfinished = create_partial(alice, piece, send=False)
+    assert_refused(create_final(alice, [unfinished, unfinished], "twice.bin"), 400)
+    first = create_final(alice, [unfinished], "first.bin")
+    assert first.status_code == 201, first.text
+    second = create_final(alice, [unfinished], "second.bin")
+    assert_refused(second, 409)
+    assert "belongs to final upload" in second.text
+    # A final's total counts against --max-size like any upload's length.
+    other = create_partial(alice, piece)
+    assert_refused(create_final(alice, [other, create_partial(alice, piece)], "big.bin"), 413)
+    assert alice.patch(unfinished, 0, piece).status_code == 204
+    assert staged(server, "alice", "joined/first.bin").read_bytes() == piece
+    assert not staged(server, "alice", "joined/second.bin").exists()
 
 
 def test_final_before_partials_finish(server: ServerProcess, alice: TusTestClient) -> None:

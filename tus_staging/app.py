@@ -12,19 +12,19 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from store.liveness import Liveness
-from store.state_store import StateStore
+from store.uploads import Uploads
 
 from . import staging_api, tus_endpoint
 from .auth import Authenticator, SingleUserAuth, TokensFileAuth
 from .config import Config
 from .cors import CorsPolicy
 from .error_middleware import errors_to_responses, tus_resumable_header
-from .events import Events
 from .health import healthz, metrics
 from .hooks import Hooks
 from .janitor import janitor_loop
 from .kbase_auth import KBaseAuth
 from .metadata_service import MetadataService
+from .metrics import store_observers
 from .request_log import log_requests
 from .services import SERVICES, Services
 
@@ -83,21 +83,18 @@ def create_app(config: Config, redis_url: str) -> web.Application:
         await liveness.start()
         metadata = MetadataService(redis, layout, config.digest_names)
         hooks = Hooks(config.hook_pre_create, config.hook_post_finish)
-        events = Events(redis, hooks.post_finish)
-        app[SERVICES] = Services(
-            config, redis, StateStore(redis), layout, auth, metadata, events, hooks
+        uploads = Uploads(
+            redis,
+            layout,
+            config.store_settings,
+            observers=store_observers(),
+            on_finished=hooks.post_finish,
         )
+        app[SERVICES] = Services(config, uploads, layout, auth, metadata, hooks)
         janitor = None
         if config.janitor_interval > 0:
             janitor = asyncio.create_task(
-                janitor_loop(
-                    redis,
-                    layout,
-                    config.lock,
-                    config.janitor_interval,
-                    config.stuck_finalize_age,
-                    events,
-                )
+                janitor_loop(uploads, config.janitor_interval, config.stuck_finalize_age)
             )
         yield
         if janitor is not None:
@@ -107,7 +104,7 @@ def create_app(config: Config, redis_url: str) -> web.Application:
         await hooks.close()
         await liveness.stop()
         await redis.aclose()
-        app[SERVICES].block_executor.shutdown(wait=True)
+        uploads.close()
         if isinstance(auth, KBaseAuth):
             await auth.close()
 

@@ -66,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--expire-after", type=float, default=7 * 24 * 3600.0,
         help="seconds an unfinished upload is kept (default one week)",
     )  # fmt: skip
+    serve.add_argument(
+        "--keep-completed", type=float, default=24 * 3600.0,
+        help="seconds the record of a staged upload is kept (HEAD/GET on it; default a day)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-open-uploads", type=int, default=1000,
+        help="unfinished uploads one user may have (429 past it); 0 = no limit",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-reserved", type=byte_size, default=5 * 1024**4,
+        help="bytes one user's unfinished uploads may reserve (507 past it); 0 = no limit",
+    )  # fmt: skip
     serve.add_argument("--base-path", default="/files/", help="URL path of the tus endpoint")
     serve.add_argument("--sha256", action="store_true", help="also compute sha256")
     serve.add_argument(

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from store.layout import DataLayout
 from store.locks import LockSettings
+from store.quotas import UserLimits
+from store.uploads import StoreSettings
 
 MiB = 1024 * 1024
 
@@ -25,6 +27,9 @@ class Config:
     auth_url: str | None = None
     max_size: int | None = None  # bytes; None: no limit
     expire_after: float = 7 * 24 * 3600.0  # seconds an unfinished upload is kept
+    keep_completed: float = 24 * 3600.0  # seconds a staged upload's record is kept
+    max_open_uploads: int = 1000  # per user; 0: no limit
+    max_reserved: int = 5 * 1024**4  # bytes unfinished uploads of one user may reserve; 0: none
     base_path: str = "/files/"
     sha256: bool = False  # also compute sha256 of every upload
     no_md5_lanes: bool = False  # md5 on libcrypto only (store/md5_lanes.py off)
@@ -59,6 +64,21 @@ class Config:
     @property
     def lock(self) -> LockSettings:
         return LockSettings(wait=self.lock_wait)
+
+    @property
+    def store_settings(self) -> StoreSettings:
+        return StoreSettings(
+            digest_names=tuple(self.digest_names),
+            lock=self.lock,
+            expire_after=self.expire_after,
+            completed_ttl=self.keep_completed,
+            checkpoint_bytes=self.checkpoint_bytes,
+            max_size=self.max_size,
+            limits=UserLimits(
+                max_open_uploads=self.max_open_uploads or None,
+                max_reserved_bytes=self.max_reserved or None,
+            ),
+        )
 
     @property
     def digest_names(self) -> list[str]:

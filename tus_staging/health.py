@@ -12,8 +12,6 @@ import redis.exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from store.record import EXPIRY_INDEX_KEY
-
 from .metrics import exposition
 from .services import services_of
 
@@ -30,7 +28,7 @@ async def healthz(request: web.Request) -> web.Response:
     services = services_of(request)
     checks: dict[str, bool] = {}
     try:
-        checks["redis"] = bool(await asyncio.wait_for(services.redis.ping(), timeout=3))
+        checks["redis"] = await asyncio.wait_for(services.uploads.ping(), timeout=3)
     except (redis.exceptions.RedisError, TimeoutError, OSError):
         checks["redis"] = False
     layout = services.layout
@@ -55,6 +53,6 @@ async def metrics(request: web.Request) -> web.Response:
     open_uploads = Gauge(
         "tus_staging_open_uploads", "uploads created and not yet complete", registry=scrape
     )
-    open_uploads.set(await services.redis.zcard(EXPIRY_INDEX_KEY))
+    open_uploads.set(await services.uploads.open_count())
     body = exposition() + generate_latest(scrape)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -20,6 +20,7 @@ from prometheus_client import (
 )
 
 from store import md5_lanes
+from store.uploads import StoreObservers
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -83,3 +84,13 @@ def record_md5_lanes() -> None:
             counter.inc(delta)
     _md5_reported.clear()
     _md5_reported.update(now)
+
+
+def store_observers() -> StoreObservers:
+    """The store's events, counted here."""
+    return StoreObservers(
+        lock_waited=LOCK_WAITS.inc,
+        finalized=FINALIZE_SECONDS.observe,
+        event=lambda kind: UPLOAD_EVENTS.labels(kind).inc(),
+        blocks_written=record_md5_lanes,
+    )

@@ -24,8 +24,8 @@ access_log = logging.getLogger("tus_staging.access")
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # request keys that handlers fill in for the log line
-UPLOAD_ID = "tus_staging.upload_id"
-BYTES = "tus_staging.bytes"
+UPLOAD_ID = web.RequestKey("upload_id", str)
+BYTES = web.RequestKey("bytes", int)
 
 
 def _route_label(request: web.Request) -> str:

@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from store import md5_lanes
+from store.janitor import JanitorReport, janitor_pass
+from store.uploads import Uploads
 
 from .app import create_app, make_authenticator, redis_client
 from .config import Config
 from .cors import CorsPolicy
 from .embedded_redis import EmbeddedRedis
-from .janitor import remove_expired
 
 log = logging.getLogger("tus_staging")
 
@@ -80,14 +81,22 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 def cleanup(config: Config) -> int:
     with redis_for(config) as url:
-        removed = asyncio.run(_cleanup(config, url))
-    print(f"removed {removed} expired upload(s)")
+        report = asyncio.run(_cleanup(config, url))
+    if report is None:
+        print("another janitor pass is running; try again later")
+        return 1
+    print(
+        f"removed {report.expired} expired upload(s), completed {report.finalized} "
+        f"interrupted finalize(s), {report.failed} could not be handled (see the log)"
+    )
     return 0
 
 
-async def _cleanup(config: Config, url: str) -> int:
+async def _cleanup(config: Config, url: str) -> JanitorReport | None:
     redis = redis_client(url)
+    uploads = Uploads(redis, config.layout, config.store_settings)
     try:
-        return await remove_expired(redis, config.layout, config.lock)
+        return await janitor_pass(uploads, min_finalize_age=config.stuck_finalize_age)
     finally:
+        uploads.close()
         await redis.aclose()

@@ -1,19 +1,19 @@
 """The tus 1.0.0 endpoint: OPTIONS, POST (creation), HEAD, PATCH, DELETE.
 
-Each handler reads like the protocol: check the headers, find the caller's upload,
-take its lock, act on the committed state in Redis, answer.
+Each handler reads like the protocol: check the headers, open the caller's upload (the
+store takes its lock and reads its committed state), act through the session, answer.
 """
 
 from __future__ import annotations
 
-import asyncio
+from email.utils import formatdate
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from protocol import extensions
-from protocol.dates import format_http_date
 from protocol.destination import upload_destination
 from protocol.errors import (
     BadRequest,
@@ -27,6 +27,7 @@ from protocol.forwarded import public_origin
 from protocol.headers import (
     SUPPORTED_CHECKSUMS,
     TUS_VERSION,
+    Concat,
     check_patch_content_type,
     check_tus_resumable,
     parse_concat,
@@ -35,27 +36,15 @@ from protocol.headers import (
     parse_method_override,
     parse_offset,
 )
+from protocol.lifecycle import UploadKind, UploadState
 from protocol.metadata import decode_metadata
-from store.locks import acquire_lock
-from store.partial import StreamState, create_partial, partial_path, remove_partial
-from store.paths import ensure_dir
-from store.record import UploadRecord, UploadStatus, finals_key, is_upload_id
+from store.record import UploadRecord, is_upload_id
 
 from .body_pump import BodyEnd
-from .concatenation import create_final
 from .metrics import LOCK_RELEASES
-from .ownership import owned, refuse_expired
+from .receive import declared_body_size, expected_checksum, has_body, receive_body
 from .request_log import UPLOAD_ID
 from .services import Services, authenticated_user, services_of
-from .upload_ops import (
-    complete_upload,
-    declare_length,
-    declared_body_size,
-    expected_checksum,
-    has_body,
-    locked_upload,
-    receive_body,
-)
 
 SUPPORTED_EXTENSIONS = (
     extensions.CREATION,
@@ -85,88 +74,85 @@ async def options(request: web.Request) -> web.Response:
 async def create(request: web.Request) -> web.Response:
     check_tus_resumable(request.headers.get("Tus-Resumable"))
     services = services_of(request)
-    config = services.config
     user = await authenticated_user(request)
     concat_header = request.headers.get("Upload-Concat")
     concat = parse_concat(concat_header) if concat_header is not None else None
-    length: int | None = None
-    if concat is None or concat.kind == "partial":
-        # A final upload's length is the sum of its parts.
-        length = parse_creation_length(
-            request.headers.get("Upload-Length"), request.headers.get("Upload-Defer-Length")
-        )
-        if length is not None and config.max_size is not None and length > config.max_size:
-            raise PayloadTooLarge(
-                f"Upload-Length {length} exceeds the maximum of {config.max_size}"
-            )
     raw_metadata = request.headers.get("Upload-Metadata", "")
+    if concat is not None and concat.kind == "final":
+        assert concat_header is not None
+        metadata = decode_metadata(raw_metadata)
+        return await _create_final(request, services, user, concat, concat_header, metadata)
+
+    length = parse_creation_length(
+        request.headers.get("Upload-Length"), request.headers.get("Upload-Defer-Length")
+    )
+    if length is not None:
+        services.uploads.check_size(length)
     metadata = decode_metadata(raw_metadata)
     # A partial upload is never staged by itself: it needs no destination.
-    needs_destination = concat is None or concat.kind == "final"
-    destination = upload_destination(metadata) if needs_destination else None
-    if destination is not None:
-        staged = services.layout.staged_path(user, destination)
-        if await asyncio.to_thread(staged.is_dir):
-            raise BadRequest(f"destination {str(destination)!r} is an existing directory")
-        await asyncio.to_thread(ensure_dir, services.layout.user_home(user))
-
-    if concat is not None and concat.kind == "final":
-        if has_body(request):
-            raise Forbidden("a final upload (Upload-Concat: final) takes no body")
-        assert concat_header is not None and destination is not None
-        await services.hooks.pre_create(
-            hook_payload(user, destination, None, metadata, concat_header)
-        )
-        record = await create_final(
-            services, user, concat, concat_header.strip(), str(destination), raw_metadata
-        )
-        return web.Response(status=201, headers=_creation_headers(request, record))
-
+    kind = UploadKind.PART if concat is not None else UploadKind.PLAIN
+    destination = upload_destination(metadata) if kind is UploadKind.PLAIN else None
     with_body = has_body(request)
     checksum = None
     if with_body:
         check_patch_content_type(request.headers.get("Content-Type"))
         checksum = expected_checksum(request)
-
     await services.hooks.pre_create(
         hook_payload(user, destination, length, metadata, concat_header)
     )
-    record = UploadRecord.new(
-        owner=user,
-        length=length,
-        metadata=raw_metadata,
-        destination=str(destination) if destination is not None else "",
-        expire_after=config.expire_after,
-        concat="partial" if concat is not None else "",
+    record = await services.uploads.create(
+        user, length=length, metadata=raw_metadata, destination=destination, kind=kind
     )
-    stream = StreamState.fresh(config.digest_names)
-    record.scan_state = stream.scanner.state()
-    record.digest_states = {name: d.state() or b"" for name, d in stream.digests.items()}
-    partial = partial_path(services.layout.upload_dir, record.id)
-    await asyncio.to_thread(create_partial, partial)
-    try:
-        await services.store.create(record)
-    except BaseException:
-        # No record will ever point at it: the janitor would never find it.
-        await asyncio.to_thread(remove_partial, partial)
-        raise
     request[UPLOAD_ID] = record.id
-    await services.events.emit("created", record)
-
+    headers = _creation_headers(request, services, record)
     if with_body or length == 0:
-        lock = await acquire_lock(services.redis, record.id, config.lock)
-        try:
-            received: StreamState | None = None
+        async with services.uploads.session(user, record.id) as session:
+            end = BodyEnd.COMPLETE
             if with_body:
-                record, _, received = await receive_body(request, services, lock, record, checksum)
-            if record.is_full:
-                record = await complete_upload(services, lock, record, received)
-        finally:
-            await asyncio.shield(lock.release())
-    headers = _creation_headers(request, record)
-    if with_body:
-        headers["Upload-Offset"] = str(record.offset)
+                end = await receive_body(request, services, session, checksum)
+            if session.record.is_full:
+                await session.finish()
+            _refuse_cut_body(end, session.record)
+            record = session.record
+        headers = _creation_headers(request, services, record)
+        if with_body:
+            headers["Upload-Offset"] = str(record.offset)
     return web.Response(status=201, headers=headers)
+
+
+async def _create_final(
+    request: web.Request,
+    services: Services,
+    user: str,
+    concat: Concat,
+    header: str,
+    metadata: dict[str, bytes],
+) -> web.Response:
+    if has_body(request):
+        raise Forbidden("a final upload (Upload-Concat: final) takes no body")
+    destination = upload_destination(metadata)
+    await services.hooks.pre_create(hook_payload(user, destination, None, metadata, header))
+    record = await services.uploads.create_final(
+        user,
+        part_ids=part_ids(concat, services.config.base_path),
+        header=header.strip(),
+        destination=destination,
+        metadata=request.headers.get("Upload-Metadata", ""),
+    )
+    request[UPLOAD_ID] = record.id
+    return web.Response(status=201, headers=_creation_headers(request, services, record))
+
+
+def part_ids(concat: Concat, base_path: str) -> list[str]:
+    """Upload ids from a final's part URLs (absolute, or paths on this server)."""
+    ids = []
+    for part in concat.parts:
+        path = urlsplit(part).path
+        upload_id = path.removeprefix(base_path)
+        if path == upload_id or not is_upload_id(upload_id):
+            raise BadRequest(f"Upload-Concat part {part!r} is not an upload of this server")
+        ids.append(upload_id)
+    return ids
 
 
 async def head(request: web.Request) -> web.Response:
@@ -174,31 +160,19 @@ async def head(request: web.Request) -> web.Response:
     services = services_of(request)
     user = await authenticated_user(request)
     upload_id = request.match_info["upload_id"]
-    record = await _quiet_record(services, user, upload_id)
+    record = await services.uploads.peek(user, upload_id)
     if record is not None:
         return _head_response(record)
     # Someone holds the lock (maybe a PATCH whose client vanished): ask it to commit and
     # let go, so that the offset answered includes every byte it received.
-    async with locked_upload(services, user, upload_id) as (_, record):
-        return _head_response(record)
-
-
-async def _quiet_record(services: Services, user: str, upload_id: str) -> UploadRecord | None:
-    """The record when nobody holds the upload's lock and it needs no care; else None."""
-    if not is_upload_id(upload_id):
-        owned(None, user, upload_id)  # 404, as for any unknown upload
-    locked, found = await services.store.get_unless_locked(upload_id)
-    if locked:
-        return None
-    record = owned(found, user, upload_id)
-    refuse_expired(record)
-    return None if record.status is UploadStatus.FINALIZING else record
+    async with services.uploads.session(user, upload_id) as session:
+        return _head_response(session.record)
 
 
 def _head_response(record: UploadRecord) -> web.Response:
     headers = {"Cache-Control": "no-store"}
     # A final upload shows no offset until its concatenation has finished.
-    if not record.is_final_concat or record.status is UploadStatus.COMPLETE:
+    if record.kind is not UploadKind.FINAL or record.status is UploadState.COMPLETE:
         headers["Upload-Offset"] = str(record.offset)
     if record.length is None:
         headers["Upload-Defer-Length"] = "1"
@@ -220,33 +194,40 @@ async def patch(request: web.Request) -> web.Response:
     checksum = expected_checksum(request)
     services = services_of(request)
     user = await authenticated_user(request)
-    async with locked_upload(services, user, request.match_info["upload_id"]) as (lock, record):
-        if record.is_final_concat:
+    upload_id = request.match_info["upload_id"]
+    async with services.uploads.session(user, upload_id) as session:
+        record = session.record
+        if record.kind is UploadKind.FINAL:
             raise Forbidden(f"upload {record.id} is a final upload: it takes no PATCH")
         if client_offset != record.offset:
             raise Conflict(
                 f"Upload-Offset {client_offset} does not match the upload's offset {record.offset}"
             )
         if new_length is not None:
-            record = await declare_length(services, lock, record, parse_length(new_length))
+            await session.declare_length(parse_length(new_length))
         end = BodyEnd.COMPLETE
-        if record.status is UploadStatus.PARTIAL:
-            record, end, stream = await receive_body(request, services, lock, record, checksum)
+        if record.status is UploadState.PARTIAL:
+            end = await receive_body(request, services, session, checksum)
             if record.is_full:
-                record = await complete_upload(services, lock, record, stream)
+                await session.finish()
         elif declared_body_size(request):
             raise PayloadTooLarge(f"upload {record.id} is already complete")
-        if end is BodyEnd.TOO_LARGE:
-            raise PayloadTooLarge(f"the body runs past Upload-Length {record.length}")
-        if end is BodyEnd.RELEASED:
-            LOCK_RELEASES.inc()
-            raise Locked(f"another request took over upload {record.id} at {record.offset}")
-        if end is BodyEnd.SHUTDOWN:
-            raise ServiceUnavailable(
-                f"server restarting; upload {record.id} kept at {record.offset}", retry_after=2
-            )
+        _refuse_cut_body(end, record)
         headers = {"Upload-Offset": str(record.offset), **_expiry_header(record)}
         return web.Response(status=204, headers=headers)
+
+
+def _refuse_cut_body(end: BodyEnd, record: UploadRecord) -> None:
+    """A body that did not end normally: what arrived is committed; say why it stopped."""
+    if end is BodyEnd.TOO_LARGE:
+        raise PayloadTooLarge(f"the body runs past Upload-Length {record.length}")
+    if end is BodyEnd.RELEASED:
+        LOCK_RELEASES.inc()
+        raise Locked(f"another request took over upload {record.id} at {record.offset}")
+    if end is BodyEnd.SHUTDOWN:
+        raise ServiceUnavailable(
+            f"server restarting; upload {record.id} kept at {record.offset}", retry_after=2
+        )
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -254,11 +235,8 @@ async def delete(request: web.Request) -> web.Response:
     services = services_of(request)
     user = await authenticated_user(request)
     upload_id = request.match_info["upload_id"]
-    async with locked_upload(services, user, upload_id, allow_expired=True) as (lock, record):
-        await services.store.delete(lock)
-        await services.redis.delete(finals_key(record.id))
-        await services.events.emit("terminated", record)
-        await asyncio.to_thread(remove_partial, partial_path(services.layout.upload_dir, record.id))
+    async with services.uploads.session(user, upload_id, terminating=True) as session:
+        await session.terminate()
     return web.Response(status=204)
 
 
@@ -300,12 +278,13 @@ def upload_url(request: web.Request, services: Services, upload_id: str) -> str:
     return f"{scheme}://{host}{path}"
 
 
-def _creation_headers(request: web.Request, record: UploadRecord) -> dict[str, str]:
-    services = services_of(request)
+def _creation_headers(
+    request: web.Request, services: Services, record: UploadRecord
+) -> dict[str, str]:
     return {"Location": upload_url(request, services, record.id), **_expiry_header(record)}
 
 
 def _expiry_header(record: UploadRecord) -> dict[str, str]:
-    if record.expires is None or record.status is not UploadStatus.PARTIAL:
+    if record.expires is None or record.status is not UploadState.PARTIAL:
         return {}
-    return {"Upload-Expires": format_http_date(record.expires)}
+    return {"Upload-Expires": formatdate(record.expires, usegmt=True)}  # an IMF-fixdate

@@ -1,0 +1,237 @@
+"""The store's upload life against a real Redis and real files, without HTTP: sessions,
+blocked finalizes, the janitor, quotas, events, completed records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+from redis.asyncio import Redis
+
+from protocol.errors import Conflict, Gone, InsufficientStorage, TusError
+from protocol.lifecycle import UploadState
+from store import events as store_events
+from store.finalize import FinalizeBlocked
+from store.janitor import janitor_pass
+from store.keys import EVENTS_STREAM_KEY, upload_key, user_uploads_key
+from store.layout import DataLayout
+from store.quotas import TooManyUploads, UserLimits
+from store.uploads import StoreSettings, Uploads
+
+USER = "alice"
+
+
+class Clock:
+    """Time that the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def uploads(redis: Redis, tmp_path: Path, clock: Clock) -> AsyncIterator[Uploads]:
+    layout = DataLayout.under(tmp_path / "data")
+    layout.create_dirs()
+    store = Uploads(
+        redis,
+        layout,
+        StoreSettings(limits=UserLimits(max_open_uploads=5, max_reserved_bytes=10_000)),
+        clock=clock,
+    )
+    yield store
+    store.close()
+
+
+async def upload(uploads: Uploads, data: bytes, destination: str) -> str:
+    """Create, append in blocks of 1000 bytes, finish; the upload's id."""
+    record = await uploads.create(
+        USER, length=len(data), metadata="", destination=PurePosixPath(destination)
+    )
+    async with uploads.session(USER, record.id) as session:
+        async with session.appending() as appender:
+            for start in range(0, len(data), 1000):
+                await appender.append([data[start : start + 1000]])
+            await appender.end_body(whole=True)
+        await session.finish()
+    return record.id
+
+
+def staged(uploads: Uploads, relative: str) -> Path:
+    return uploads.layout.staging_dir / USER / relative
+
+
+def sidecar(uploads: Uploads, relative: str) -> dict:
+    return json.loads((uploads.layout.metadata_dir / USER / relative).read_text())
+
+
+async def test_an_upload_lands_with_its_metadata_and_its_record_expires(
+    uploads: Uploads, redis: Redis
+) -> None:
+    data = b"one line\n" * 500
+    upload_id = await upload(uploads, data, "run/lines.txt")
+    assert staged(uploads, "run/lines.txt").read_bytes() == data
+    meta = sidecar(uploads, "run/lines.txt")
+    assert meta["md5"] == hashlib.md5(data).hexdigest()
+    assert meta["lineCount"] == 500 and meta["uploadId"] == upload_id
+    # The staged record keeps what HEAD needs, not the digest and scanner states, and goes
+    # after a day; its reservation is given back.
+    fields = await redis.hkeys(upload_key(upload_id))
+    assert b"status" in fields and b"scan" not in fields and b"digest:md5" not in fields
+    assert 0 < await redis.ttl(upload_key(upload_id)) <= 24 * 3600
+    assert await redis.hlen(user_uploads_key(USER)) == 0
+
+
+@pytest.mark.parametrize("length", [232, 250, 255])
+async def test_names_up_to_the_limit_finalize(uploads: Uploads, length: int) -> None:
+    name = "n" * (length - 4) + ".txt"
+    await upload(uploads, b"x" * 10, name)
+    assert sidecar(uploads, name)["size"] == 10
+
+
+async def test_a_blocked_finalize_says_why_and_the_upload_stays_deletable(
+    uploads: Uploads,
+) -> None:
+    record = await uploads.create(USER, length=3, metadata="", destination=PurePosixPath("d/f"))
+    # After creation, a file appears where the destination's folder should be.
+    staged(uploads, "d").write_bytes(b"in the way")
+    async with uploads.session(USER, record.id) as session:
+        async with session.appending() as appender:
+            await appender.append([b"abc"])
+            await appender.end_body(whole=True)
+        with pytest.raises(FinalizeBlocked) as blocked:
+            await session.finish()
+    assert blocked.value.status == 409 and "DELETE the upload" in blocked.value.reason
+    # Every later request says why, with 409, and never a 500.
+    with pytest.raises(FinalizeBlocked):
+        async with uploads.session(USER, record.id):
+            pass
+    partial = uploads.layout.upload_dir / f"{record.id}.part"
+    assert partial.exists()
+    async with uploads.session(USER, record.id, terminating=True) as session:
+        await session.terminate()
+    assert not partial.exists()
+    assert await uploads.records.get(record.id) is None
+
+
+async def test_the_janitor_handles_each_entry_on_its_own(
+    uploads: Uploads, clock: Clock, redis: Redis
+) -> None:
+    """Blocked finalizes ahead of healthy interrupted ones do not stop the pass."""
+    blocked, healthy = [], []
+    for index in range(4):
+        name = f"poisoned{index}/f" if index < 2 else f"fine{index}/f"
+        record = await uploads.create(USER, length=2, metadata="", destination=PurePosixPath(name))
+        async with uploads.session(USER, record.id) as session:
+            async with session.appending() as appender:
+                await appender.append([b"ok"])
+                await appender.end_body(whole=True)
+            # Fix the record and mark it finalizing, as a request that then died would.
+            session.record.status = UploadState.FINALIZING
+            session.record.result = json.dumps({"size": 2}).encode()
+            session.record.partial_identity = "0:0"
+            await uploads.records.update(session.lock, session.record, ["status", "result"])
+            await uploads.records.mark_finalizing(record.id, True)
+        (blocked if index < 2 else healthy).append(record.id)
+        if index < 2:
+            staged(uploads, f"poisoned{index}").write_bytes(b"a file, not a folder")
+    report = await janitor_pass(uploads, min_finalize_age=-1)
+    assert report is not None
+    assert (report.finalized, report.failed) == (2, 2)
+    for upload_id in healthy:
+        found = await uploads.records.get(upload_id)
+        assert found is not None and found.status is UploadState.COMPLETE
+    # A finalize blocked past the upload's expiry goes like any abandoned upload: the
+    # partial file (maybe hundreds of GB) with it.
+    clock.now += uploads.settings.expire_after + 1
+    with pytest.raises(Gone):
+        async with uploads.session(USER, blocked[0]):
+            pass
+    report = await janitor_pass(uploads, min_finalize_age=-1)
+    assert report is not None and report.expired == 2
+    for upload_id in blocked:
+        assert await uploads.records.get(upload_id) is None
+        assert not (uploads.layout.upload_dir / f"{upload_id}.part").exists()
+
+
+async def test_each_user_has_limits_on_open_uploads_and_reserved_bytes(
+    uploads: Uploads, redis: Redis
+) -> None:
+    ids = []
+    for _ in range(5):
+        record = await uploads.create(USER, length=1000, metadata="", destination=None)
+        ids.append(record.id)
+    with pytest.raises(TooManyUploads) as refused:
+        await uploads.create(USER, length=1, metadata="", destination=None)
+    assert refused.value.status == 429 and "unfinished uploads" in refused.value.reason
+    # Other users have their own limits.
+    await uploads.create("bob", length=9_000, metadata="", destination=None)
+    async with uploads.session(USER, ids[0], terminating=True) as session:
+        await session.terminate()
+    with pytest.raises(InsufficientStorage):  # 4 x 1000 reserved, 10 000 allowed
+        await uploads.create(USER, length=6_001, metadata="", destination=None)
+    await uploads.create(USER, length=6_000, metadata="", destination=None)
+    # A reservation whose upload is gone (a crash between two steps) is pruned.
+    await redis.hset(user_uploads_key(USER), "0" * 32, 1)
+    report = await janitor_pass(uploads, min_finalize_age=60)
+    assert report is not None and report.pruned == 1
+
+
+async def test_a_deferred_length_reserves_once_declared(uploads: Uploads) -> None:
+    record = await uploads.create(USER, length=None, metadata="", destination=None)
+    async with uploads.session(USER, record.id) as session:
+        with pytest.raises(InsufficientStorage):
+            await session.declare_length(10_001)
+        await session.declare_length(10_000)
+    assert (await uploads.records.get(record.id)).length == 10_000
+
+
+async def test_no_user_starves_the_others_events(
+    uploads: Uploads, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_events, "USER_MAXLEN", 20)
+    monkeypatch.setattr(store_events, "STREAM_MAXLEN", 1000)
+    finished = await upload(uploads, b"kept", "kept.txt")
+    loud = []
+    for _ in range(60):
+        record = await uploads.create("mallory", length=None, metadata="", destination=None)
+        loud.append(record.id)
+        async with uploads.session("mallory", record.id, terminating=True) as session:
+            await session.terminate()
+    entries = await redis.xrange(EVENTS_STREAM_KEY)
+    users = [fields[b"user"].decode() for _, fields in entries]
+    assert users.count("mallory") == 20
+    kinds = {(f[b"user"], f[b"event"], f[b"uploadId"].decode()) for _, f in entries}
+    assert (USER.encode(), b"finished", finished) in kinds
+    # The newest of the loud user's events are the ones kept.
+    assert (b"mallory", b"terminated", loud[-1]) in kinds
+
+
+async def test_a_name_that_looks_like_an_existing_one_is_refused(uploads: Uploads) -> None:
+    (staged(uploads, "x").parent).mkdir(parents=True, exist_ok=True)
+    staged(uploads, "caf\u00e9").mkdir()  # NFC
+    with pytest.raises(Conflict) as refused:
+        await uploads.create(
+            USER, length=1, metadata="", destination=PurePosixPath("cafe\u0301/f.txt")
+        )
+    assert "looks the same" in refused.value.reason
+    assert os.listdir(uploads.layout.upload_dir) == []
+    # The name as listed works.
+    await upload(uploads, b"z", "caf\u00e9/f.txt")
+
+
+async def test_refusals_are_one_line(uploads: Uploads) -> None:
+    with pytest.raises(TusError) as refused:
+        await uploads.create(USER, length=20_000, metadata="", destination=None)
+    assert "\n" not in refused.value.reason
