@@ -82,7 +82,6 @@ export function createUploader({ target, endpoint, headers, user, maxSize, folde
     height: window.matchMedia('(max-width: 40rem)').matches ? 320 : 380,
     fileManagerSelectionType: 'both',
     proudlyDisplayPoweredByUppy: false,
-    showProgressDetails: true,
     note: noteFor(folder()),
   }
   uppy.use(Dashboard, dashboard)
