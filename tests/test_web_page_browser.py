@@ -115,6 +115,7 @@ def test_page_in_headless_chromium(
         "results/sub/deep.bin": random_file(folder / "sub" / "deep.bin", 1 * MiB + 1),
     }
     big = random_file(src / "big.bin", BIG)
+    refused = random_file(src / " leading-space.txt", 10)  # the server refuses this name
     shots = tmp_path / "screenshots"
     shots.mkdir()
     staging = server.data_dir / "staging" / USER
@@ -123,7 +124,7 @@ def test_page_in_headless_chromium(
         driver = Driver([
             "node", str(JS_DIR / "page_browser.mjs"), f"{proxy.url}/",
             "--token", TOKEN, "--files", *map(str, files), "--folder", str(folder),
-            "--big", str(big), "--out", str(shots), "--timeout-ms", "30000",
+            "--big", str(big), "--refused", str(refused), "--out", str(shots), "--timeout-ms", "30000",
         ])  # fmt: skip
         report: dict[str, Any] = {}
         try:
@@ -162,6 +163,10 @@ def test_page_in_headless_chromium(
     assert set(listed) == {"inbox/notes.txt", "inbox/two.dat", "inbox/results"}
     assert listed["inbox/results"]["kind"] == "folder"
     assert listed["inbox/notes.txt"]["size"] == "3.0 MiB"
+    assert report["uploadRefusal"] == (
+        "Upload of  leading-space.txt failed: "
+        "filename must not start with whitespace, got ' leading-space.txt'"
+    )
     # The resumed upload was forgotten once done: nothing left to resume by mistake.
     assert report["storedAfterResume"] == []
 
@@ -192,7 +197,8 @@ def test_page_in_headless_chromium(
     assert report["pageErrors"] == [], report
     assert report["console"] == [], report
 
-    for name in ("page-desktop.png", "page-phone.png", "page-details-desktop.png"):
+    shot_names = ("desktop", "phone", "details-desktop", "uploading-desktop")
+    for name in (f"page-{shot}.png" for shot in shot_names):
         assert (shots / name).stat().st_size > 10_000, f"{name} looks empty"
 
 

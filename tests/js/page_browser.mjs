@@ -1,9 +1,11 @@
 // Drive the server's own page (GET /) in headless Chromium, as a person would.
 //
-//   node page_browser.mjs PAGE_URL --token T --files A B --folder DIR --big FILE --out DIR
+//   node page_browser.mjs PAGE_URL --token T --files A B --folder DIR --big FILE
+//                         [--refused FILE] --out DIR
 //
 // Signs in (a wrong token first), makes a folder and opens it, uploads the files and the
-// folder with Uppy's Dashboard, starts the big file, reloads the page mid-upload, adds the
+// folder with Uppy's Dashboard, tries the file whose name the server refuses, starts the
+// big file, reloads the page mid-upload, adds the
 // big file again (the upload resumes), opens one file's details, downloads it, renames
 // one file (and fails to rename another onto it), deletes one (after cancelling once),
 // takes screenshots at desktop and phone sizes into --out, and signs out.
@@ -29,7 +31,7 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
     if (arg === '--files') list = args.files
-    else if (['--token', '--folder', '--big', '--out', '--timeout-ms'].includes(arg)) {
+    else if (['--token', '--folder', '--big', '--refused', '--out', '--timeout-ms'].includes(arg)) {
       args[arg.slice(2).replace(/-(.)/g, (_, c) => c.toUpperCase())] = argv[++i]
       list = null
     } else if (arg.startsWith('--')) throw new Error(`unknown option ${arg}`)
@@ -120,8 +122,9 @@ async function run(args, report) {
     const page = await context.newPage()
     page.setDefaultTimeout(args.timeoutMs)
     page.on('console', (message) => {
-      // Chromium logs every refused request; the 401s and the 409 are this script's doing.
-      const expected = /^Failed to load resource: the server responded with a status of (401|409) /
+      // Chromium logs every refused request, and Uppy every failed upload: the 400, 401s and
+      // 409 are this script's doing.
+      const expected = /^Failed to load resource: the server responded with a status of (400|401|409) |^\[Uppy\] .* response code: 400,/
       if (['error', 'warning'].includes(message.type()) && !expected.test(message.text())) {
         report.console.push(`${message.type()}: ${message.text()}`)
       }
@@ -163,6 +166,20 @@ async function run(args, report) {
     await checkpoint('uploaded')
     await page.locator('.uppy-StatusBar-actionBtn--done').click()
 
+    // A name the server refuses: its reason appears as a message.
+    if (args.refused) {
+      await chooseFiles(page, [args.refused])
+      await startUpload(page)
+      const failed = page.locator('#messages .message-error', { hasText: 'Upload of' })
+      await failed.waitFor()
+      report.uploadRefusal = await failed.locator('span').textContent()
+      await failed.locator('.message-dismiss').click()
+      // Uppy's big single-file preview lies over the remove button: the keyboard reaches it.
+      await page.locator('.uppy-Dashboard-Item-action--remove').focus()
+      await page.keyboard.press('Enter')
+      await page.locator('.uppy-Dashboard-AddFiles').waitFor()
+    }
+
     // The big file: reload mid-upload, add it again, and it resumes.
     await chooseFiles(page, [args.big])
     await startUpload(page)
@@ -172,6 +189,7 @@ async function run(args, report) {
       { polling: 50 },
     )
     report.progressBeforeReload = await totalProgress(page)
+    await page.screenshot({ path: path.join(args.out, 'page-uploading-desktop.png') })
     const before = await storedUploads(page)
     await page.reload()
     await page.locator('#workspace').waitFor({ state: 'visible' })
@@ -216,7 +234,7 @@ async function run(args, report) {
     await answerAsk(page, { value: 'inbox/renamed.dat' })
     const refusal = page.locator('#messages .message-error').first()
     await refusal.waitFor()
-    report.renameRefusal = await refusal.textContent()
+    report.renameRefusal = await refusal.locator('span').textContent()
 
     // Delete: cancelled once (nothing happens), then confirmed.
     await row(page, 'inbox/renamed.dat').locator('button.delete').click()
@@ -228,6 +246,9 @@ async function run(args, report) {
     await checkpoint('edited')
 
     // Screenshots: desktop and phone size (the Dashboard re-lays itself out on resize).
+    const dismiss = page.locator('#messages .message-dismiss')
+    while ((await dismiss.count()) > 0) await dismiss.first().click()
+    await page.locator('.uppy-StatusBar-actionBtn--done').click()
     await page.screenshot({ path: path.join(args.out, 'page-desktop.png'), fullPage: true })
     await page.setViewportSize(PHONE)
     await page.waitForTimeout(300)
