@@ -24,7 +24,7 @@ import requests
 from .conftest import md5_of
 from .fault_proxy import FaultProxy, throttle
 from .js_env import JS_DIR, MiB, npm_install, random_file, require_chromium
-from .servers import TOKENS, ServerProcess, wait_until
+from .servers import TOKENS, RedisProcess, ServerProcess, wait_until
 
 USER = "alice"
 TOKEN = TOKENS[USER]
@@ -124,7 +124,8 @@ def test_page_in_headless_chromium(
         driver = Driver([
             "node", str(JS_DIR / "page_browser.mjs"), f"{proxy.url}/",
             "--token", TOKEN, "--files", *map(str, files), "--folder", str(folder),
-            "--big", str(big), "--refused", str(refused), "--out", str(shots), "--timeout-ms", "30000",
+            "--big", str(big), "--refused", str(refused), "--out", str(shots),
+            "--timeout-ms", "30000",
         ])  # fmt: skip
         report: dict[str, Any] = {}
         try:
@@ -200,6 +201,37 @@ def test_page_in_headless_chromium(
     shot_names = ("desktop", "phone", "details-desktop", "uploading-desktop")
     for name in (f"page-{shot}.png" for shot in shot_names):
         assert (shots / name).stat().st_size > 10_000, f"{name} looks empty"
+
+
+def test_page_in_single_user_mode(
+    node_modules: Path, redis_proc: RedisProcess, tmp_path: Path
+) -> None:
+    """No sign-in; the page's own unsafe requests (same origin) go through; home uploads."""
+    server = ServerProcess(tmp_path / "data", redis_proc.url, tokens_file=None)
+    server.start()
+    try:
+        files = [
+            random_file(tmp_path / "src" / "a.bin", 300_000),
+            text_file(tmp_path / "src" / "b.txt", 10),
+        ]
+        done = subprocess.run(
+            ["node", str(JS_DIR / "page_browser.mjs"), f"{server.url}/", "--single-user",
+             "--files", *map(str, files), "--timeout-ms", "30000"],
+            cwd=JS_DIR, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    report = lines[-1]["report"] if lines else {}
+    assert done.returncode == 0, f"{report}\n{done.stderr}\n{server.log()}"
+    assert report["account"] == "Signed in as local (single-user mode)"
+    assert report["signOutShown"] is False
+    home = server.data_dir / "staging" / "local"
+    for source in files:
+        assert md5_of(home / source.name) == md5_of(source)
+    assert report["listed"] == ["a.bin", "b.txt"]
+    assert not (home / "made here").exists()
+    assert report["pageErrors"] == [] and report["console"] == [], report
 
 
 def check_interrupted(server: ServerProcess, stored: list[dict[str, Any]]) -> list[int]:
