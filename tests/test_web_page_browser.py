@@ -105,7 +105,7 @@ class Driver:
 
 
 def test_page_in_headless_chromium(
-    node_modules: Path, server: ServerProcess, tmp_path: Path
+    node_modules: Path, server: ServerProcess, tokens_file: Path, tmp_path: Path
 ) -> None:
     src = tmp_path / "src"
     files = [text_file(src / "notes.txt", TEXT_LINES), random_file(src / "two.dat", 1 * MiB)]
@@ -149,6 +149,11 @@ def test_page_in_headless_chromium(
                     assert not (staging / "inbox" / "two.dat").exists()
                     assert not (staging / "inbox" / "renamed.dat").exists()
                     assert md5_of(staging / "inbox" / "notes.txt") == md5_of(files[0])
+                elif step == "revoke":
+                    tokens = tokens_file.read_text()
+                    tokens_file.write_text(tokens.replace(f"{TOKEN} {USER}\n", ""))
+                elif step == "restore":
+                    tokens_file.write_text(tokens)
                 driver.go()
         finally:
             returncode, stderr = driver.finish()
@@ -191,6 +196,7 @@ def test_page_in_headless_chromium(
     assert keyboard[0]["text"] == "Refresh"
     assert keyboard[-1]["inListing"], keyboard
     assert keyboard[-1]["outline"] != "none" and keyboard[0]["outline"] != "none", keyboard
+    assert report["sessionEndedMessage"] == "Please sign in again: invalid token"
     assert report["tokenAfterSignOut"] is None
 
     # Nothing from another origin, and nothing the page's policy had to refuse.

@@ -304,6 +304,18 @@ async function tokenSession(page, args, report) {
     if (focused.inListing) break
   }
 
+  // The token is revoked while the page is open: the next request asks to sign in again,
+  // and signing in again starts afresh.
+  await checkpoint('revoke')
+  await page.locator('#refresh').click()
+  await page.locator('#sign-in').waitFor({ state: 'visible' })
+  report.sessionEndedMessage = await page.locator('#sign-in-error').textContent()
+  await checkpoint('restore')
+  await page.locator('#token').fill(args.token)
+  await page.locator('#sign-in button[type="submit"]').click()
+  await page.locator('#workspace').waitFor({ state: 'visible' })
+  await waitForRow(page, 'inbox/notes.txt')
+
   // Sign out: back to the form, the token gone from the tab.
   await page.locator('#sign-out').click()
   await page.locator('#sign-in').waitFor({ state: 'visible' })

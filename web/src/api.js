@@ -33,9 +33,13 @@ export async function reasonOf(response) {
 }
 
 export class Api {
-  /** `headers()` gives the credentials to send with each request (maybe none). */
-  constructor(headers) {
+  /**
+   * `headers()` gives the credentials to send with each request (maybe none);
+   * `onUnauthorized(reason)` hears of every 401 (credentials refused or expired).
+   */
+  constructor(headers, onUnauthorized = () => {}) {
     this.headers = headers
+    this.onUnauthorized = onUnauthorized
   }
 
   url(route, path = '', query = undefined) {
@@ -60,7 +64,11 @@ export class Api {
     } catch (error) {
       throw new ApiError(0, `the server could not be reached (${error.message})`)
     }
-    if (!response.ok) throw new ApiError(response.status, await reasonOf(response))
+    if (!response.ok) {
+      const error = new ApiError(response.status, await reasonOf(response))
+      if (response.status === 401) this.onUnauthorized(error.message)
+      throw error
+    }
     return response
   }
 

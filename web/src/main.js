@@ -28,13 +28,23 @@ function readConfig() {
 
 const config = readConfig()
 const credentials = new Credentials()
-const api = new Api(() => credentials.headers())
+const api = new Api(() => credentials.headers(), sessionEnded)
 const messages = new Messages($('#messages'))
 const ask = new Ask($('#ask'))
 // Relative to the page, like every other request: right behind a path-prefix proxy too.
 const endpoint = new URL(config.tusEndpoint.replace(/^\/+/, ''), document.baseURI).href
 
 let workspace = null
+
+/** A 401 while working: the token expired or was revoked. Ask for one again. */
+function sessionEnded(reason) {
+  if ($('#workspace').hidden) return // signing in: the form shows its own error
+  credentials.forget()
+  $('#account').hidden = true
+  $('#sign-in-error').textContent = `Please sign in again: ${reason}`
+  show('sign-in')
+  $('#token').focus()
+}
 
 function show(section) {
   $('#sign-in').hidden = section !== 'sign-in'
@@ -126,7 +136,9 @@ async function signInWithToken(event) {
     const user = await api.whoAmI()
     credentials.remember(token)
     input.value = ''
-    enterWorkspace(user, 'token')
+    // After a session ended mid-work, start afresh: the page may hold another user's state.
+    if (workspace !== null) location.reload()
+    else enterWorkspace(user, 'token')
   } catch (failure) {
     credentials.forget()
     error.textContent = `Sign-in failed: ${failure.message}`
