@@ -20,9 +20,8 @@ import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import process from 'node:process'
 import { createInterface } from 'node:readline'
-import { chromium } from 'playwright-core'
+import { argumentsOrExit, launchChromium } from './chromium.mjs'
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const DESKTOP = { width: 1280, height: 860 }
 const PHONE = { width: 390, height: 844 }
 
@@ -113,13 +112,7 @@ async function totalProgress(page) {
 }
 
 async function withPage(args, report, scenario) {
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync',
-    ],
-  })
+  const browser = await launchChromium()
   try {
     const context = await browser.newContext({ viewport: DESKTOP, acceptDownloads: true })
     const page = await context.newPage()
@@ -322,13 +315,7 @@ async function tokenSession(page, args, report) {
   report.tokenAfterSignOut = await page.evaluate(() => sessionStorage.getItem('tus-staging.token'))
 }
 
-let args
-try {
-  args = parseArgs(process.argv.slice(2))
-} catch (error) {
-  process.stderr.write(`${error.message}\n`)
-  process.exit(2)
-}
+const args = argumentsOrExit(parseArgs)
 const report = { console: [], pageErrors: [], origins: new Set() }
 let failure = null
 try {
