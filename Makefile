@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-slow lint bench bench-quick clean
+.PHONY: install run test test-slow lint bench bench-quick web clean
 
 $(BIN)/.installed: setup.cfg setup.py pyproject.toml store/_md5lanes.c
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python bench/bench_suite.py --quick
+
+# Rebuild the web page's bundle into tus_staging/web/ (committed: install and run need no Node).
+web:
+	cd web && npm ci --no-audit --no-fund && node build.mjs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

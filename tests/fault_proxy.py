@@ -229,6 +229,13 @@ class FaultProxy:
             if fault.rate is not None:
                 size = max(1, min(size, int(fault.rate / 50)))
             data = await reader.read(size)
+            if fault.rate is not None:
+                # Time spent idle (a kept-alive connection between requests) earns no
+                # credit: at most a fiftieth of a second's worth is sent ahead of the rate.
+                behind = (
+                    time.monotonic() - 1 / 50 - (connection.forwarded - start_count) / fault.rate
+                )
+                started = max(started, behind)
             if not data:
                 return "eof"
             server.write(data)

@@ -15,15 +15,12 @@ browser test) are absent.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import http.server
 import json
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,11 +32,9 @@ import requests
 
 from .conftest import md5_of
 from .fault_proxy import FaultProxy, throttle
+from .js_env import JS_DIR, MiB, npm_install, random_file, require_chromium
 from .servers import TOKENS, ServerProcess, free_port
 
-JS_DIR = Path(__file__).parent / "js"
-CHROMIUM = Path("/usr/bin/chromium")
-MiB = 1024 * 1024
 USER = "alice"
 TOKEN = TOKENS[USER]
 
@@ -47,40 +42,10 @@ TOKEN = TOKENS[USER]
 # --- npm packages, the page bundle, a static HTTP server -------------------------------------
 
 
-def _installed_is_current() -> bool:
-    """node_modules exists and is at least as new as the lock file (npm writes its own copy)."""
-    marker = JS_DIR / "node_modules" / ".package-lock.json"
-    lock = JS_DIR / "package-lock.json"
-    if not marker.exists():
-        return False
-    return not lock.exists() or marker.stat().st_mtime >= lock.stat().st_mtime
-
-
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
-    """Install tests/js's npm packages (``npm ci`` from the lock) unless already current."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip(
-            "node and npm are needed for the JavaScript client tests (apt install nodejs npm)"
-        )
-    # So that concurrent pytest processes do not run npm in the same directory at once.
-    guard_path = Path(tempfile.gettempdir()) / f"tus-staging-npm-{os.getuid()}.lock"
-    with open(guard_path, "w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        if not _installed_is_current():
-            has_lock = (JS_DIR / "package-lock.json").exists()
-            command = [npm, "ci" if has_lock else "install", "--no-audit", "--no-fund"]
-            done = subprocess.run(
-                command, cwd=JS_DIR, capture_output=True, text=True, timeout=600, check=False
-            )
-            if done.returncode != 0:
-                pytest.fail(
-                    f"{' '.join(command)} failed in {JS_DIR}:\n{done.stdout}\n{done.stderr}"
-                )
-            # npm ci may keep the marker's old mtime when nothing changed: mark it current.
-            (JS_DIR / "node_modules" / ".package-lock.json").touch()
-    return JS_DIR / "node_modules"
+    """tests/js's npm packages, installed from the lock file."""
+    return npm_install(JS_DIR)
 
 
 @pytest.fixture(scope="session")
@@ -121,17 +86,6 @@ def static_http_server(directory: Path) -> Iterator[str]:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def random_file(path: Path, size: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        remaining = size
-        while remaining:
-            block = min(remaining, 4 * MiB)
-            handle.write(os.urandom(block))
-            remaining -= block
-    return path
 
 
 def run_node(script: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -276,10 +230,7 @@ def test_uppy_in_headless_chromium_uploads_files_and_a_folder_cross_origin(
     tmp_path: Path,
     parallel_uploads: int,
 ) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"no Chromium at {CHROMIUM} (apt install chromium); browsers are not downloaded"
-        )
+    require_chromium()
     src = tmp_path / "src"
     files = [random_file(src / "one.bin", 3 * MiB), random_file(src / "two.dat", 2 * MiB + 17)]
     folder = src / "folder"

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from store.liveness import Liveness
 from store.uploads import Uploads
 
-from . import staging_api, tus_endpoint
+from . import staging_api, tus_endpoint, web_page
 from .auth import Authenticator, SingleUserAuth, TokensFileAuth
 from .config import Config
 from .cors import CorsPolicy
@@ -125,4 +125,5 @@ def create_app(config: Config, redis_url: str) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     staging_api.add_routes(app.router)
+    web_page.add_routes(app.router)
     return app

@@ -13,9 +13,7 @@
 // the page got that far), 2 on a usage or browser error.
 
 import process from 'node:process'
-import { chromium } from 'playwright-core'
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+import { argumentsOrExit, launchChromium } from './chromium.mjs'
 
 function parseArgs(argv) {
   const args = { pageUrl: null, files: [], folder: null, timeoutMs: 60000 }
@@ -37,14 +35,7 @@ function parseArgs(argv) {
 }
 
 async function run(args) {
-  // launch() gives the browser a fresh temporary profile of its own, removed on close.
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync',
-    ],
-  })
+  const browser = await launchChromium()
   const report = { added: [], result: null, console: [], pageErrors: [], requestFailures: [] }
   try {
     const page = await browser.newPage()
@@ -66,13 +57,7 @@ async function run(args) {
   return report
 }
 
-let args
-try {
-  args = parseArgs(process.argv.slice(2))
-} catch (error) {
-  process.stderr.write(`${error.message}\n`)
-  process.exit(2)
-}
+const args = argumentsOrExit(parseArgs)
 try {
   const report = await run(args)
   process.stdout.write(`${JSON.stringify(report)}\n`)

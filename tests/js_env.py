@@ -1,0 +1,71 @@
+"""What the tests that run JavaScript need: npm packages (``npm ci`` from a lock file,
+once), Debian's Chromium, and files of random bytes to send."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+JS_DIR = Path(__file__).parent / "js"
+CHROMIUM = Path("/usr/bin/chromium")
+MiB = 1024 * 1024
+
+
+def _installed_is_current(directory: Path) -> bool:
+    """node_modules exists and is at least as new as the lock file (npm writes its own copy)."""
+    marker = directory / "node_modules" / ".package-lock.json"
+    lock = directory / "package-lock.json"
+    if not marker.exists():
+        return False
+    return not lock.exists() or marker.stat().st_mtime >= lock.stat().st_mtime
+
+
+def npm_install(directory: Path) -> Path:
+    """Install ``directory``'s npm packages (``npm ci`` from the lock) unless already current;
+    skips the test when node or npm is missing. Returns the node_modules directory."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip(
+            "node and npm are needed for the JavaScript client tests (apt install nodejs npm)"
+        )
+    # So that concurrent pytest processes do not run npm in the same directory at once.
+    guard_path = Path(tempfile.gettempdir()) / f"tus-staging-npm-{os.getuid()}.lock"
+    with open(guard_path, "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if not _installed_is_current(directory):
+            has_lock = (directory / "package-lock.json").exists()
+            command = [npm, "ci" if has_lock else "install", "--no-audit", "--no-fund"]
+            done = subprocess.run(
+                command, cwd=directory, capture_output=True, text=True, timeout=600, check=False
+            )
+            if done.returncode != 0:
+                pytest.fail(
+                    f"{' '.join(command)} failed in {directory}:\n{done.stdout}\n{done.stderr}"
+                )
+            # npm ci may keep the marker's old mtime when nothing changed: mark it current.
+            (directory / "node_modules" / ".package-lock.json").touch()
+    return directory / "node_modules"
+
+
+def require_chromium() -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"no Chromium at {CHROMIUM} (apt install chromium); browsers are not downloaded"
+        )
+
+
+def random_file(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        remaining = size
+        while remaining:
+            block = min(remaining, 4 * MiB)
+            handle.write(os.urandom(block))
+            remaining -= block
+    return path
