@@ -197,6 +197,7 @@ class InProcessServer(ServerAddress):
             loop.close()
 
         logging.getLogger().addHandler(self.logs)
+        logging.getLogger("tus_staging").setLevel(logging.INFO)  # the request log, for tests
         self.thread = threading.Thread(target=run, name=f"server-{self.port}", daemon=True)
         self.thread.start()
         started.wait(30)
@@ -205,6 +206,10 @@ class InProcessServer(ServerAddress):
 
     def log(self) -> str:
         return "\n".join(self.logs.lines)[-5000:]
+
+    def logged(self, text: str) -> bool:
+        """Whether ``text`` appears anywhere in the server's log so far."""
+        return any(text in line for line in self.logs.lines)
 
     def stop(self) -> None:
         if self.thread is None or self.loop is None:
@@ -271,6 +276,10 @@ class ServerProcess(ServerAddress):
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
+    def logged(self, text: str) -> bool:
+        """Whether ``text`` appears anywhere in the server's log so far."""
+        return text in self.log_path.read_text(errors="replace")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(sig)
@@ -301,9 +310,14 @@ class ServerProcess(ServerAddress):
 
 
 def open_raw_patch(
-    upload_url: str, token: str | None, offset: int, content_length: int
+    upload_url: str,
+    token: str | None,
+    offset: int,
+    content_length: int,
+    request_id: str | None = None,
 ) -> socket.socket:
-    """Connect and send a PATCH request head declaring ``content_length``; no body yet."""
+    """Connect and send a PATCH request head declaring ``content_length``; no body yet.
+    ``request_id`` (X-Request-ID) finds the request's line in the server's log."""
     parts = urlsplit(upload_url)
     assert parts.hostname is not None and parts.port is not None
     sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
@@ -317,6 +331,8 @@ def open_raw_patch(
     ]
     if token:
         lines.append(f"Authorization: Bearer {token}")
+    if request_id:
+        lines.append(f"X-Request-ID: {request_id}")
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
     return sock
 

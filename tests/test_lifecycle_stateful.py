@@ -33,7 +33,15 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from .servers import TOKENS, RedisProcess, ServerProcess, open_raw_patch, wait_delivered
+from .servers import (
+    TOKENS,
+    InProcessServer,
+    RedisProcess,
+    ServerProcess,
+    open_raw_patch,
+    wait_delivered,
+    wait_until,
+)
 from .tus_client import TusTestClient
 
 USER = "alice"
@@ -61,7 +69,7 @@ class Upload:
 
 @dataclass
 class Processes:
-    server: ServerProcess
+    server: ServerProcess | InProcessServer
     redis: RedisProcess
 
 
@@ -127,27 +135,20 @@ class UploadLifecycle(RuleBasedStateMachine):
         upload = self.pick(index, lambda u: u.remaining > 0 and not u.complete)
         assert upload is not None
         sent = int(upload.remaining * fraction)  # < remaining: the body never ends
-        sock = open_raw_patch(upload.url, TOKENS[USER], upload.offset, upload.remaining)
+        request_id = f"vanish-{next(NAMES)}"
+        sock = open_raw_patch(upload.url, TOKENS[USER], upload.offset, upload.remaining, request_id)
         sock.sendall(upload.data[upload.offset : upload.offset + sent])
         wait_delivered(sock)
         sock.close()
+        # Once the request is over, all it received is committed (before that, its handler
+        # may not even have taken the upload's lock, and a HEAD would not wait for it).
+        server = self.processes.server
+        wait_until(lambda: server.logged(request_id), 30, "the vanished request's end")
         response = self.head(upload.url)
         assert response.status_code == 200, response.text
         committed = int(response.headers["Upload-Offset"])
         assert upload.offset <= committed <= upload.offset + sent
         upload.offset = committed
-
-    # One rule for all restarts, so that they do not crowd out the other steps.
-    @precondition(lambda self: bool(self.uploads))
-    @rule(what=st.sampled_from(["server-sigterm", "server-sigkill", "redis"]))
-    def restart(self, what: str) -> None:
-        if what == "redis":
-            self.processes.redis.restart()
-            return
-        sig = signal.SIGTERM if what == "server-sigterm" else signal.SIGKILL
-        self.processes.server.stop(sig)
-        self.processes.server.start()
-        self.client = TusTestClient(self.processes.server.files_url, TOKENS[USER])
 
     @precondition(lambda self: bool(self.uploads))
     @rule(index=st.integers(0, 100))
@@ -190,16 +191,49 @@ class UploadLifecycle(RuleBasedStateMachine):
             assert self.head(url).status_code == 404
 
 
-def test_upload_lifecycle_state_machine(
-    make_server, redis_proc: RedisProcess, tmp_path: Path
-) -> None:
-    UploadLifecycle.processes = Processes(make_server("--lock-wait", "5"), redis_proc)
+class UploadLifecycleWithFaults(UploadLifecycle):
+    """The same life, with the server killed or stopped, and Redis restarted, between
+    steps: the server runs as a process of its own."""
+
+    # One rule for all restarts, so that they do not crowd out the other steps.
+    @precondition(lambda self: bool(self.uploads))
+    @rule(what=st.sampled_from(["server-sigterm", "server-sigkill", "redis"]))
+    def restart(self, what: str) -> None:
+        if what == "redis":
+            self.processes.redis.restart()
+            return
+        sig = signal.SIGTERM if what == "server-sigterm" else signal.SIGKILL
+        self.processes.server.stop(sig)
+        self.processes.server.start()
+        self.client = TusTestClient(self.processes.server.files_url, TOKENS[USER])
+
+
+def run(machine: type[UploadLifecycle], examples: int, steps: int) -> None:
     run_state_machine_as_test(
-        UploadLifecycle,
+        machine,
         settings=settings(
-            max_examples=8,
-            stateful_step_count=15,
+            max_examples=examples,
+            stateful_step_count=steps,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )
+
+
+def test_upload_lifecycle_state_machine(
+    redis_proc: RedisProcess, tokens_file: Path, tmp_path: Path
+) -> None:
+    """Many lives against the real app in this process (milliseconds a step)."""
+    server = InProcessServer(tmp_path / "data", redis_proc.url, tokens_file, ["--lock-wait", "5"])
+    server.start()
+    try:
+        UploadLifecycle.processes = Processes(server, redis_proc)
+        run(UploadLifecycle, examples=50, steps=20)
+    finally:
+        server.stop()
+
+
+def test_upload_lifecycle_state_machine_with_faults(make_server, redis_proc: RedisProcess) -> None:
+    """Fewer lives, with restarts: each costs a process start."""
+    UploadLifecycleWithFaults.processes = Processes(make_server("--lock-wait", "5"), redis_proc)
+    run(UploadLifecycleWithFaults, examples=8, steps=15)

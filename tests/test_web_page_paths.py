@@ -20,8 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from protocol.destination import upload_destination, validate_filename
+from protocol.destination import upload_destination
 from protocol.errors import BadRequest
+from protocol.paths import check_name
 
 from .js_env import JS_DIR
 
@@ -64,7 +65,7 @@ def js() -> Iterator[PagePaths]:
 
 def _is_name(text: str) -> bool:
     try:
-        validate_filename(text)
+        check_name(text)
     except BadRequest:
         return False
     return True
