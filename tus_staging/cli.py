@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Before prometheus_client is imported anywhere: workers share counters by files.
             metrics_dir = tempfile.mkdtemp(prefix="tus-staging-metrics-")
             os.environ[MULTIPROC_ENV] = metrics_dir
-        from .request_log import configure_logging
+        from .log_format import configure_logging
         from .serve import serve
 
         configure_logging(config.log_level, config.log_format)
