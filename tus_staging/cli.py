@@ -104,8 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="build upload URLs from Forwarded / X-Forwarded-Proto / X-Forwarded-Host",
     )  # fmt: skip
     serve.add_argument(
-        "--cors-origins", default="*",
-        help="comma-separated origins allowed by CORS; '*' any (default); '' none",
+        "--cors-origins", default="",
+        help="comma-separated origins allowed by CORS (none by default); "
+        "'*' any, only with --tokens-file or --auth-url",
+    )  # fmt: skip
+    serve.add_argument(
+        "--allowed-hosts", default="",
+        help="comma-separated host names clients may reach the server by, besides localhost, "
+        "loopback addresses and --host; checked in single-user mode, and in every mode when given",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-client-connections", type=int,
+        help="open connections one client address may hold, per worker process "
+        "(default 64; without a cap behind a proxy); 0 = no cap",
     )  # fmt: skip
     serve.add_argument(
         "--cors-credentials", action="store_true",
