@@ -25,7 +25,8 @@ from .servers import ServerProcess, read_response
 
 # What Python's str.splitlines() (and so many log readers) takes for a line break.
 LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
-hostile_text = st.text(alphabet=st.sampled_from(list(LINE_BREAKS) + ["\x1b", "\\", '"', "=", " ", "a", "é", "\u202e"]) | st.characters())  # fmt: skip
+NASTY = [*LINE_BREAKS, "\x1b", "\\", '"', "=", " ", "a", "é", "\u202e"]
+hostile_text = st.text(alphabet=st.sampled_from(NASTY) | st.characters())
 
 
 def read_back(value: str) -> str:
@@ -49,8 +50,9 @@ def test_a_text_value_is_one_printable_token_that_reads_back(text: str) -> None:
 
 
 def access_record(fields: dict[str, object]) -> logging.LogRecord:
-    record = logging.makeLogRecord({"name": "tus_staging.access", "levelname": "INFO",
-                                    "levelno": logging.INFO, "msg": "%s", "args": (fields,)})  # fmt: skip
+    record = logging.makeLogRecord(
+        {"name": "tus_staging.access", "levelname": "INFO", "msg": "%s", "args": (fields,)}
+    )
     record.access = fields
     return record
 
