@@ -30,14 +30,18 @@ def tokens_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_server(tmp_path: Path, redis_proc: RedisProcess, tokens_file: Path):
     """Start servers sharing this test's Redis and data dir (extra CLI args and environment
-    allowed)."""
+    allowed); with ``single_user=True`` without credentials (the user is ``local``)."""
     started: list[ServerProcess] = []
 
     def start(
-        *extra_args: str, data_dir: Path | None = None, env: dict[str, str] | None = None
+        *extra_args: str,
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        single_user: bool = False,
     ) -> ServerProcess:
+        tokens = None if single_user else tokens_file
         server = ServerProcess(
-            data_dir or tmp_path / "data", redis_proc.url, tokens_file, list(extra_args), env
+            data_dir or tmp_path / "data", redis_proc.url, tokens, list(extra_args), env
         )
         server.start()
         started.append(server)

@@ -44,33 +44,29 @@ window.attack = async () => {{
 def test_a_page_of_another_origin_changes_nothing_and_a_page_of_the_server_works(
     node_modules: Path,  # noqa: F811
     tmp_path: Path,
-    redis_proc,
+    make_server,
 ) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt install chromium)")
-    server = ServerProcess(tmp_path / "data", redis_proc.url, None)
-    server.start()
-    try:
-        home = server.data_dir / "staging" / "local"
-        home.mkdir(parents=True)
-        (home / "victim.txt").write_text("v")
-        site = tmp_path / "attacker"
-        site.mkdir()
-        (site / "attack.html").write_text(ATTACK_PAGE.format(server=server.url))
-        log_start = server.log_path.stat().st_size
-        with static_http_server(site) as attacker:
-            done = run_node("csrf_browser.mjs", f"{attacker}/attack.html", server.url)
-        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{server.log()}"
-        report = json.loads(done.stdout.strip().splitlines()[-1])
-        assert report["pageErrors"] == [], report
-        assert report["attack"]["noCors"] == "opaque" and report["attack"]["form"] == "submitted"
-        assert report["attack"]["delete"] != 200
-        assert report["sameOrigin"] == 201
-        assert sorted(p.name for p in home.iterdir()) == ["same-origin", "victim.txt"]
-        log = server.log_path.read_bytes()[log_start:].decode()
-        # The browser did send the two simple POSTs; the server refused them.
-        for path in ("/mkdir/by-form", "/mkdir/by-no-cors-fetch"):
-            assert f"method=POST path={path} status=403" in log, log
-        assert "method=DELETE" not in log  # never sent: its preflight got no allowance
-    finally:
-        server.stop()
+    server: ServerProcess = make_server(single_user=True)
+    home = server.data_dir / "staging" / "local"
+    home.mkdir(parents=True)
+    (home / "victim.txt").write_text("v")
+    site = tmp_path / "attacker"
+    site.mkdir()
+    (site / "attack.html").write_text(ATTACK_PAGE.format(server=server.url))
+    log_start = server.log_path.stat().st_size
+    with static_http_server(site) as attacker:
+        done = run_node("csrf_browser.mjs", f"{attacker}/attack.html", server.url)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{server.log()}"
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["pageErrors"] == [], report
+    assert report["attack"]["noCors"] == "opaque" and report["attack"]["form"] == "submitted"
+    assert report["attack"]["delete"] != 200
+    assert report["sameOrigin"] == 201
+    assert sorted(p.name for p in home.iterdir()) == ["same-origin", "victim.txt"]
+    log = server.log_path.read_bytes()[log_start:].decode()
+    # The browser did send the two simple POSTs; the server refused them.
+    for path in ("/mkdir/by-form", "/mkdir/by-no-cors-fetch"):
+        assert f"method=POST path={path} status=403" in log, log
+    assert "method=DELETE" not in log  # never sent: its preflight got no allowance

@@ -4,12 +4,13 @@ ambient authority (403) — each checked on the real server, and their rules exh
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from tus_staging.allowed_hosts import AllowedHosts, HostValue, parse_host
 from tus_staging.cors import CorsPolicy, normalized_origin
 from tus_staging.cross_origin import is_cross_origin
 
-from .servers import TOKENS, RedisProcess, ServerProcess, read_response
+from .servers import TOKENS, ServerProcess, read_response
 from .tus_client import encode_metadata
 
 EVIL = "https://evil.example"
@@ -130,21 +131,9 @@ def test_cors_any_origin_needs_authentication_and_listed_origins_must_be_origins
 
 
 @pytest.fixture
-def single_user(tmp_path: Path, redis_proc: RedisProcess) -> Iterator[Callable[..., ServerProcess]]:
+def single_user(make_server) -> Callable[..., ServerProcess]:
     """Start a server without credentials (single-user, user ``local``) with extra args."""
-    started: list[ServerProcess] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(
-            tmp_path / f"data{len(started)}", redis_proc.url, None, list(args), env
-        )
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    return functools.partial(make_server, single_user=True)
 
 
 def home(server: ServerProcess) -> Path:

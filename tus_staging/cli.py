@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument(
         "--network-timeout", type=float, default=60.0,
-        help="seconds a client may stay silent mid-body before its bytes are committed",
+        help="seconds a client may stay silent mid-body: a tus PATCH then commits what came, "
+        "any other request is answered 408",
     )  # fmt: skip
     serve.add_argument(
         "--keepalive-timeout", type=float, default=30.0,
