@@ -41,20 +41,25 @@ def make_server(
     request: pytest.FixtureRequest, tmp_path: Path, redis_proc: RedisProcess, tokens_file: Path
 ):
     """Start servers sharing this test's Redis and data dir (extra CLI args and environment
-    allowed). In a module marked ``in_process`` they run in this process (see
-    InProcessServer), unless they need an environment of their own."""
+    allowed; with ``single_user=True`` without credentials: the user is ``local``). In a
+    module marked ``in_process`` they run in this process (see InProcessServer), unless
+    they need an environment of their own."""
     in_process = request.node.get_closest_marker("in_process") is not None
     started: list[ServerProcess | InProcessServer] = []
 
     def start(
-        *extra_args: str, data_dir: Path | None = None, env: dict[str, str] | None = None
+        *extra_args: str,
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        single_user: bool = False,
     ) -> ServerProcess | InProcessServer:
         data = data_dir or tmp_path / "data"
+        tokens = None if single_user else tokens_file
         server: ServerProcess | InProcessServer
         if in_process and env is None:
-            server = InProcessServer(data, redis_proc.url, tokens_file, list(extra_args))
+            server = InProcessServer(data, redis_proc.url, tokens, list(extra_args))
         else:
-            server = ServerProcess(data, redis_proc.url, tokens_file, list(extra_args), env)
+            server = ServerProcess(data, redis_proc.url, tokens, list(extra_args), env)
         server.start()
         started.append(server)
         return server

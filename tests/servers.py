@@ -24,11 +24,11 @@ import redis
 import requests
 from aiohttp import web
 
-from tus_staging.app import create_app
+from tus_staging.app import create_app, make_runner
 from tus_staging.cli import build_parser, config_from
 from tus_staging.config import Config
 from tus_staging.embedded_redis import redis_server_binary
-from tus_staging.request_log import TextFormatter
+from tus_staging.log_format import TextFormatter
 
 TOKENS = {"alice": "tok-alice", "bob": "tok-bob", "carol": "tok-carol"}
 
@@ -135,7 +135,7 @@ class LogLines(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
-        self.setFormatter(TextFormatter("%(levelname)s %(name)s %(message)s"))
+        self.setFormatter(TextFormatter())
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
@@ -181,9 +181,7 @@ class InProcessServer(ServerAddress):
             self.loop = loop
             try:
                 app = create_app(config, self.redis_url or "")
-                self.runner = web.AppRunner(
-                    app, keepalive_timeout=config.keepalive_timeout, access_log=None
-                )
+                self.runner = make_runner(app, config, shutdown_timeout=30)
                 loop.run_until_complete(self.runner.setup())
                 site = web.TCPSite(self.runner, "127.0.0.1", self.port)
                 loop.run_until_complete(site.start())

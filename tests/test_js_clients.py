@@ -4,8 +4,8 @@
   extension), a chunked upload, and uploads aborted midway and resumed from a
   ``FileUrlStorage`` by a new process.
 - Uppy (``@uppy/core`` + ``@uppy/tus``) in Debian's headless Chromium driven by
-  ``playwright-core``: two files and a folder from a page on another origin, so every tus
-  request goes through the server's CORS answers.
+  ``playwright-core``: two files and a folder from a page on another origin (allowed with
+  ``--cors-origins``), so every tus request goes through the server's CORS answers.
 
 The npm packages (pinned in tests/js/package-lock.json) are installed by the tests
 themselves with ``npm ci``; the tests skip only when node/npm (or Chromium, for the
@@ -226,7 +226,7 @@ _CREATION_PREFLIGHT = re.compile(r"method=OPTIONS path=/files/ status=204")
 def test_uppy_in_headless_chromium_uploads_files_and_a_folder_cross_origin(
     node_modules: Path,
     uppy_site: Path,
-    server: ServerProcess,
+    make_server,
     tmp_path: Path,
     parallel_uploads: int,
 ) -> None:
@@ -239,10 +239,10 @@ def test_uppy_in_headless_chromium_uploads_files_and_a_folder_cross_origin(
         "folder/sub/deep.bin": random_file(folder / "sub" / "deep.bin", 3 * MiB + 1),
         "folder/sub/other.txt": random_file(folder / "sub" / "other.txt", 1 * MiB),
     }
-    log_start = server.log_path.stat().st_size
-
     with static_http_server(uppy_site) as site:
+        server = make_server("--cors-origins", site)  # the page's origin, and only it
         assert site != server.url  # another port: another origin, so CORS applies
+        log_start = server.log_path.stat().st_size
         page = f"{site}/uppy_page.html?" + urlencode(
             {"endpoint": server.files_url, "token": TOKEN, "parallelUploads": parallel_uploads}
         )

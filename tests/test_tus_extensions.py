@@ -274,7 +274,9 @@ def test_concatenation_errors(
 ORIGIN = "https://app.example.org"
 
 
-def test_cors_preflight_and_exposed_headers(server: ServerProcess, alice: TusTestClient) -> None:
+def test_cors_preflight_and_exposed_headers(make_server) -> None:
+    server = make_server("--cors-origins", "*")  # any origin: allowed with authentication
+    alice = TusTestClient(server.files_url, TOKENS["alice"])
     preflight = requests.options(
         server.files_url,
         headers={

@@ -15,10 +15,14 @@ from store.liveness import Liveness
 from store.uploads import Uploads
 
 from . import staging_api, tus_endpoint, web_page
+from .allowed_hosts import AllowedHosts
 from .auth import Authenticator, SingleUserAuth, TokensFileAuth
+from .body_deadline import body_deadline
 from .config import Config
+from .connection_cap import DEFAULT_PER_CLIENT, CappedRunner
 from .cors import CorsPolicy
-from .error_middleware import errors_to_responses, tus_resumable_header
+from .cross_origin import CrossOriginGuard
+from .error_middleware import errors_to_responses, refusing, tus_resumable_header
 from .health import healthz, metrics
 from .hooks import Hooks
 from .janitor import janitor_loop
@@ -29,6 +33,9 @@ from .request_log import log_requests
 from .services import SERVICES, Services
 
 READ_BUFSIZE = 2 * 1024 * 1024
+# They stream their bodies through the body pump, which commits what arrived when the
+# client falls silent for the network timeout.
+SELF_TIMED_BODIES = (tus_endpoint.patch, tus_endpoint.create, tus_endpoint.post_with_override)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -42,6 +49,10 @@ def is_loopback_host(host: str) -> bool:
         except OSError:
             return False
         return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def is_single_user(config: Config) -> bool:
+    return config.tokens_file is None and config.auth_url is None
 
 
 def make_authenticator(config: Config) -> Authenticator:
@@ -64,10 +75,43 @@ def redis_client(url: str) -> Redis:
     )
 
 
+def edge_middlewares(config: Config) -> list[web.Middleware]:
+    """What every request passes before a handler, outermost first: logged; for a name
+    served here; not forged by another origin; CORS; errors as answers; a body deadline."""
+    single_user = is_single_user(config)
+    cors = CorsPolicy(config.cors_origins, config.cors_credentials, not single_user)
+    hosts = AllowedHosts(config.host, config.allowed_hosts, config.behind_proxy)
+    guard = CrossOriginGuard(cors, single_user, config.behind_proxy)
+    check_hosts = single_user or bool(config.allowed_hosts.strip())
+    return [
+        log_requests,
+        *([refusing(hosts.refusal)] if check_hosts else []),
+        refusing(guard.refusal),  # before CORS: a refusal carries no CORS headers
+        cors.middleware(),
+        tus_resumable_header,
+        errors_to_responses,
+        body_deadline(config.network_timeout, SELF_TIMED_BODIES),
+    ]
+
+
+def make_runner(app: web.Application, config: Config, shutdown_timeout: float) -> web.AppRunner:
+    """The runner every site of a process is served by, counting connections per client."""
+    limit = config.max_client_connections
+    if limit is None:
+        limit = 0 if config.behind_proxy else DEFAULT_PER_CLIENT
+    settings = {
+        "keepalive_timeout": config.keepalive_timeout,
+        "shutdown_timeout": shutdown_timeout,
+        "access_log": None,  # tus_staging.access logs each request (request_log.py)
+    }
+    if limit > 0:
+        return CappedRunner(app, limit, **settings)
+    return web.AppRunner(app, **settings)
+
+
 def create_app(config: Config, redis_url: str) -> web.Application:
-    cors = CorsPolicy(config.cors_origins, config.cors_credentials)
     app = web.Application(
-        middlewares=[log_requests, cors.middleware(), tus_resumable_header, errors_to_responses],
+        middlewares=edge_middlewares(config),
         client_max_size=1024**2,  # request.post()/json() only; PATCH bodies are streamed
         # Let a body buffer up to a few MiB before the socket is paused: fewer pause/resume
         # cycles while a block is being written and hashed (memory stays bounded).

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument(
         "--network-timeout", type=float, default=60.0,
-        help="seconds a client may stay silent mid-body before its bytes are committed",
+        help="seconds a client may stay silent mid-body: a tus PATCH then commits what came, "
+        "any other request is answered 408",
     )  # fmt: skip
     serve.add_argument(
         "--keepalive-timeout", type=float, default=30.0,
@@ -116,8 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="build upload URLs from Forwarded / X-Forwarded-Proto / X-Forwarded-Host",
     )  # fmt: skip
     serve.add_argument(
-        "--cors-origins", default="*",
-        help="comma-separated origins allowed by CORS; '*' any (default); '' none",
+        "--cors-origins", default="",
+        help="comma-separated origins allowed by CORS (none by default); "
+        "'*' any, only with --tokens-file or --auth-url",
+    )  # fmt: skip
+    serve.add_argument(
+        "--allowed-hosts", default="",
+        help="comma-separated host names clients may reach the server by, besides localhost, "
+        "loopback addresses and --host; checked in single-user mode, and in every mode when given",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-client-connections", type=int,
+        help="open connections one client address may hold, per worker process "
+        "(default 64; without a cap behind a proxy); 0 = no cap",
     )  # fmt: skip
     serve.add_argument(
         "--cors-credentials", action="store_true",
@@ -179,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Before prometheus_client is imported anywhere: workers share counters by files.
             metrics_dir = tempfile.mkdtemp(prefix="tus-staging-metrics-")
             os.environ[MULTIPROC_ENV] = metrics_dir
-        from .request_log import configure_logging
+        from .log_format import configure_logging
         from .serve import serve
 
         configure_logging(config.log_level, config.log_format)

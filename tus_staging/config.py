@@ -44,7 +44,11 @@ class Config:
     # A finalize older than this is taken as interrupted (its request died) by the janitor.
     stuck_finalize_age: float = 60.0
     behind_proxy: bool = False  # trust Forwarded / X-Forwarded-* for Location URLs
-    cors_origins: str = "*"  # comma-separated allowed origins, "*" for any, "" for none
+    cors_origins: str = ""  # comma-separated allowed origins, "*" for any, "" for none
+    allowed_hosts: str = ""  # comma-separated names the Host header may give (besides local)
+    # Open connections one client address may hold per process; None: 64, or no cap behind
+    # a proxy (every connection comes from the proxy's address); 0: no cap.
+    max_client_connections: int | None = None
     cors_credentials: bool = False  # allow cookies (kbase_session) cross-origin
     hook_pre_create: str | None = None  # URL that may refuse an upload before it is created
     hook_post_finish: str | None = None  # URL told of every finished upload (with retries)

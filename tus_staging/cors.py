@@ -1,10 +1,14 @@
 """CORS for browser clients (Uppy, tus-js-client) on another origin.
 
-Preflights are answered here for every path, before routing; actual responses get the
-allow-origin and the tus headers a browser script may read.
+None unless origins are given (``--cors-origins``). Preflights are answered here for every
+path, before routing; actual responses get the allow-origin and the tus headers a browser
+script may read. ``*`` (any origin) needs authentication: without it any web page could
+use the server as its own.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -23,22 +27,59 @@ EXPOSED_HEADERS = ", ".join([
     "Tus-Max-Size", "Tus-Checksum-Algorithm", "Retry-After",
 ])  # fmt: skip
 PREFLIGHT_MAX_AGE = "86400"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalized_origin(text: str) -> str | None:
+    """``scheme://host[:port]`` as browsers serialize an origin (lower case, no default
+    port), or None when ``text`` is not an http(s) origin (``null``, a path, garbage)."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "\\" in text:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is not None and port != DEFAULT_PORTS[parts.scheme]:
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}"
 
 
 class CorsPolicy:
-    def __init__(self, origins: str, credentials: bool):
+    def __init__(self, origins: str, credentials: bool, authenticated: bool = True):
         self.any_origin = origins.strip() == "*"
-        self.origins = {o.strip().rstrip("/") for o in origins.split(",") if o.strip()}
+        self.origins: set[str] = set()
+        for given in (o for o in origins.split(",") if o.strip() and not self.any_origin):
+            origin = normalized_origin(given)
+            if origin is None:
+                raise ValueError(
+                    f"--cors-origins: {given.strip()!r} is not an origin (http(s)://host[:port])"
+                )
+            self.origins.add(origin)
         self.credentials = credentials
-        if credentials and self.any_origin:
-            # Cookies sent from any web page would make every site an authenticated client.
+        if self.any_origin and not authenticated:
+            # Every web page the local user visits could then read and change their files.
+            raise ValueError(
+                "--cors-origins '*' needs authentication (--tokens-file or --auth-url); "
+                "list the origins of the pages that may use this server instead"
+            )
+        if credentials and not self.origins:
+            # With '*', cookies sent from any web page would make every site an
+            # authenticated client; with no origins at all the flag would do nothing.
             raise ValueError("--cors-credentials needs explicit --cors-origins, not '*'")
+
+    def lists(self, origin: str) -> bool:
+        """``origin`` is one of those given by name (``*`` names none)."""
+        return normalized_origin(origin) in self.origins
 
     def allow_origin(self, origin: str) -> str | None:
         """The Access-Control-Allow-Origin value for ``origin``, or None (not allowed)."""
         if self.any_origin and not self.credentials:
             return "*"
-        if self.any_origin or origin in self.origins:
+        if self.any_origin or self.lists(origin):
             return origin  # credentials forbid "*": echo the origin, vary on it
         return None
 

@@ -53,6 +53,19 @@ async def errors_to_responses(request: web.Request, handler: Handler) -> web.Str
         raise
 
 
+def refusing(refusal: Callable[[web.Request], TusError | None]) -> web.Middleware:
+    """A middleware that answers the requests ``refusal`` objects to and passes the rest on."""
+
+    @web.middleware
+    async def refuse(request: web.Request, handler: Handler) -> web.StreamResponse:
+        error = refusal(request)
+        if error is not None:
+            return error_response(error, request)
+        return await handler(request)
+
+    return refuse
+
+
 @web.middleware
 async def tus_resumable_header(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every tus response but OPTIONS carries Tus-Resumable (errors included)."""

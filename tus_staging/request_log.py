@@ -1,13 +1,12 @@
 """One log line per request: id, method, path, status, user, upload id, bytes, duration.
 
-``--log-format json`` writes each line as one JSON object for log shippers. The request
+Lines are written by tus_staging/log_format.py (text or JSON, never a forged line). The request
 id is the client's ``X-Request-ID`` when it sends a sane one, else a new one; it is sent
 back on the response so that a user's report can be found in the logs.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -65,41 +64,3 @@ async def log_requests(request: web.Request, handler: Handler) -> web.StreamResp
             "reason": request.get(REASON_KEY),
         }
         access_log.info("%s", record, extra={"access": record})
-
-
-class TextFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        access = getattr(record, "access", None)
-        if access is not None:
-            fields = " ".join(f"{k}={v}" for k, v in access.items() if v not in (None, ""))
-            record.msg, record.args = fields, ()
-        return super().format(record)
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-        }
-        access = getattr(record, "access", None)
-        if access is not None:
-            line.update(access)
-        else:
-            line["message"] = record.getMessage()
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
-
-
-def configure_logging(level: str, log_format: str) -> None:
-    handler = logging.StreamHandler()
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").disabled = True  # replaced by tus_staging.access

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Iterator
 
 from aiohttp import web
@@ -13,9 +14,8 @@ from store import md5_lanes
 from store.janitor import JanitorReport, janitor_pass
 from store.uploads import Uploads
 
-from .app import create_app, make_authenticator, redis_client
+from .app import create_app, edge_middlewares, make_authenticator, make_runner, redis_client
 from .config import Config
-from .cors import CorsPolicy
 from .embedded_redis import EmbeddedRedis
 
 log = logging.getLogger("tus_staging")
@@ -36,14 +36,17 @@ def redis_for(config: Config) -> Iterator[str]:
         embedded.stop()
 
 
+SHUTDOWN_TIMEOUT = 30.0  # seconds streaming requests get to commit and answer at a stop
+
+
 def serve(config: Config) -> int:
     if config.workers < 1:
         raise SystemExit("--workers must be at least 1")
-    make_authenticator(config)  # refuse a bad auth or CORS setup before anything starts
-    try:
-        CorsPolicy(config.cors_origins, config.cors_credentials)
-    except ValueError as error:
-        raise SystemExit(str(error)) from None
+    try:  # refuse a bad auth, CORS or host setup before anything starts
+        make_authenticator(config)
+        edge_middlewares(config)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"tus-staging: {error}") from None
     md5_lanes.set_enabled(not config.no_md5_lanes)  # before gunicorn forks its workers
     log.info("md5: %s", md5_lanes.describe())
     with redis_for(config) as url:
@@ -57,17 +60,33 @@ def serve(config: Config) -> int:
             "tus endpoint http://%s:%d%s, data in %s",
             config.host, config.port, config.base_path, config.data_dir.absolute(),
         )  # fmt: skip
-        web.run_app(
-            app,
-            loop=new_event_loop(),
-            host=config.host,
-            port=config.port,
-            print=None,
-            keepalive_timeout=config.keepalive_timeout,
-            shutdown_timeout=30,
-            access_log=None,  # tus_staging.access logs each request (request_log.py)
-        )
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(serve_until_stopped(app, config))
     return 0
+
+
+async def serve_until_stopped(app: web.Application, config: Config) -> None:
+    """Listen until SIGTERM or SIGINT, then stop gracefully (streaming PATCHes commit)."""
+    runner = make_runner(app, config, SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.host, config.port).start()
+        await stop_signal()
+    finally:
+        await runner.cleanup()
+
+
+async def stop_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for number in signals:
+        loop.add_signal_handler(number, stopped.set)
+    try:
+        await stopped.wait()
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
 from gunicorn.app.base import BaseApplication
 
-from .app import create_app
+from .app import create_app, make_runner
 from .config import Config
+
+GRACEFUL_TIMEOUT = 30  # seconds gunicorn gives a worker to stop
 
 
 def worker_class() -> str:
@@ -35,16 +38,22 @@ class StagingServer(BaseApplication):  # type: ignore[misc]
             "workers": self.config.workers,
             "worker_class": worker_class(),
             "keepalive": int(self.config.keepalive_timeout),
-            "graceful_timeout": 30,
+            "graceful_timeout": GRACEFUL_TIMEOUT,
             "timeout": 60,  # heartbeat: a worker whose loop is stuck this long is replaced
-            "accesslog": None,  # tus_staging.access logs each request (request_log.py)
             "proc_name": "tus-staging",
         }
         for key, value in settings.items():
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        return create_app(self.config, self.redis_url)
+        # aiohttp's worker serves the runner this returns (the per-client connection cap
+        # lives in it), with the keep-alive and access log settings made there.
+        app = create_app(self.config, self.redis_url)
+
+        async def runner() -> web.AppRunner:
+            return make_runner(app, self.config, GRACEFUL_TIMEOUT * 0.95)
+
+        return runner
 
 
 def run_workers(config: Config, redis_url: str) -> None:
