@@ -1,8 +1,9 @@
-"""Running ``tus-staging`` client commands as their own processes, and reading what the
-server logged about them."""
+"""Running ``tus-staging`` client commands as their own processes, and seeing what the
+server logged about them or sent them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
@@ -13,9 +14,11 @@ import subprocess
 import sys
 import termios
 import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from .fault_proxy import READ_SIZE, FaultProxy
 from .servers import TOKENS, ServerProcess
 
 LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
@@ -101,3 +104,30 @@ def access_log(server: ServerProcess) -> list[dict[str, str]]:
         fields["start"] = fields["end"] - timedelta(milliseconds=float(fields["duration_ms"]))
         lines.append(fields)
     return lines
+
+
+class DownloadProxy(FaultProxy):
+    """A proxy that counts the bytes the server sends back (``received``), at most
+    ``rate`` bytes per second when given."""
+
+    def __init__(self, target_url: str, rate: float | None = None):
+        super().__init__(target_url)
+        self.rate = rate
+        self.received = 0
+
+    def quiet_down(self) -> None:
+        """Wait until every connection so far is closed; then count from 0, at full speed."""
+        for connection in self.connections:
+            assert connection.closed.wait(10), "a connection through the proxy stayed open"
+        self.rate, self.received = None, 0
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        started, count = time.monotonic(), 0
+        with contextlib.suppress(OSError):
+            while data := await reader.read(READ_SIZE):
+                writer.write(data)
+                await writer.drain()
+                count += len(data)
+                self.received += len(data)
+                if self.rate is not None:
+                    await asyncio.sleep(max(0.0, started + count / self.rate - time.monotonic()))

@@ -23,12 +23,14 @@ BUSY = 423  # another request holds the upload's lock
 
 
 class ServerError(Exception):
-    """A refusal (``status``: the HTTP status) or an unreachable server (``status`` None)."""
+    """A refusal (``status``: the HTTP status), an unreachable server (``unreachable``), or
+    an answer that makes no sense (neither)."""
 
-    def __init__(self, status: int | None, reason: str):
+    def __init__(self, status: int | None, reason: str, unreachable: bool = False):
         super().__init__(f"{status}: {reason}" if status is not None else reason)
         self.status = status
         self.reason = reason
+        self.unreachable = unreachable
 
 
 def base_url(url: str) -> str:
@@ -52,7 +54,8 @@ def send(session: requests.Session, method: str, url: str, **kwargs: Any) -> req
     try:
         response = session.request(method, url, timeout=TIMEOUTS, **kwargs)
     except requests.RequestException as error:
-        raise ServerError(None, f"cannot reach {urlsplit(url).netloc}: {_cause(error)}") from error
+        reason = f"cannot reach {urlsplit(url).netloc}: {_cause(error)}"
+        raise ServerError(None, reason, unreachable=True) from error
     if response.status_code >= 400:
         raise ServerError(response.status_code, refusal_reason(response))
     return response
@@ -77,7 +80,7 @@ def _cause(error: BaseException) -> str:
 def is_transient(error: BaseException) -> bool:
     """Worth another try: the network, a busy upload (423), the server's own trouble."""
     if isinstance(error, ServerError):
-        return error.status is None or error.status == BUSY or error.status >= 500
+        return error.unreachable or error.status == BUSY or (error.status or 0) >= 500
     # A local file's trouble is not the network's: only what requests raises is retried.
     return isinstance(error, requests.RequestException)
 

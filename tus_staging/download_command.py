@@ -88,6 +88,26 @@ def resumable_offset(partial: Path, remembered: Record | None, validator: Record
     return have if remembered == validator and have <= validator["size"] else 0
 
 
+def fetch(
+    client: StagingClient, remote: str, size: int, partial_path: Path, offset: int, delay: float
+) -> tuple[int, str]:
+    """Fill the partial file from ``offset`` (retrying what is worth it); (its size, md5)."""
+    progress = Progress(size)
+    bar = progress.file(partial_path.name.removesuffix(PARTIAL_SUFFIX), size, offset, False)
+    with open(partial_path, "r+b" if offset else "wb") as handle:
+        partial = PartialFile(handle, offset, bar)
+        try:
+            for attempt in retrying(delay):
+                with attempt:
+                    if partial.offset < size:
+                        fetch_rest(client, remote, size, partial)
+        finally:
+            progress.close()
+        handle.flush()
+        os.fsync(handle.fileno())
+    return partial.offset, partial.digest.hexdigest()
+
+
 def download(args: argparse.Namespace) -> int:
     client = client_for(args)
     remote = area_path(args.path)
@@ -106,28 +126,23 @@ def download(args: argparse.Namespace) -> int:
         path=remote, target=str(target.resolve()),
     )  # fmt: skip
     validator = {"size": size, "mtime": record.get("mtime"), "md5": record.get("md5")}
-    offset = resumable_offset(partial_path, store.get(key), validator)
+    resumed_from = resumable_offset(partial_path, store.get(key), validator)
     store.put(key, validator)
-    progress = Progress(size)
-    bar = progress.file(target.name, size, offset, own_bar=False)
-    resumed_from = offset
-    with open(partial_path, "r+b" if offset else "wb") as handle:
-        partial = PartialFile(handle, offset, bar)
-        try:
-            for attempt in retrying(args.retry_delay):
-                with attempt:
-                    if partial.offset < size:
-                        fetch_rest(client, remote, size, partial)
-        finally:
-            progress.close()
-        handle.flush()
-        os.fsync(handle.fileno())
-    md5 = partial.digest.hexdigest()
-    if partial.offset != size or (record.get("md5") and md5 != record["md5"]):
-        partial_path.unlink()
+
+    def discard() -> None:
+        partial_path.unlink(missing_ok=True)
         store.remove(key)
+
+    try:
+        got, md5 = fetch(client, remote, size, partial_path, resumed_from, args.retry_delay)
+    except ServerError as error:
+        if error.status is None and not error.unreachable:
+            discard()  # the server's answer made no sense: start clean next time
+        raise
+    if got != size or (record.get("md5") and md5 != record["md5"]):
+        discard()
         print(
-            f"tus-staging get: {printable(remote)}: got {partial.offset} bytes with md5 {md5}, "
+            f"tus-staging get: {printable(remote)}: got {got} bytes with md5 {md5}, "
             f"expected {size} with md5 {record.get('md5')}; the partial file was removed",
             file=sys.stderr,
         )

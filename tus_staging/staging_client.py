@@ -19,9 +19,14 @@ Record = dict[str, Any]
 
 def area_path(text: str) -> str:
     """A path in the staging area as the routes take it: no leading or trailing slash,
-    no ``.`` parts; ``""`` for the home itself. ``..`` is left for the server to refuse."""
-    path = str(PurePosixPath("/", text.strip()).relative_to("/"))
-    return "" if path == "." else path
+    no ``.`` parts; ``""`` for the home itself.
+
+    ValueError for ``..``: HTTP clients resolve it in the URL before sending, so that
+    ``rm a/../../delete/b`` would reach another route than the one meant."""
+    path = PurePosixPath("/", text.strip()).relative_to("/")
+    if ".." in path.parts:
+        raise ValueError(f"a path in the staging area cannot contain '..': {text!r}")
+    return "" if str(path) == "." else str(path)
 
 
 def direct_children(entries: list[Record], folder: str) -> list[Record]:
