@@ -94,7 +94,7 @@ def mv(args: argparse.Namespace) -> int:
     client = client_for(args)
     target = area_path(args.target)
     # Into a folder, as mv does: a target that ends in "/" or is an existing folder.
-    if args.target.rstrip().endswith("/") or (target and client.existence(target).get("isFolder")):
+    if args.target.endswith("/") or (target and client.existence(target).get("isFolder")):
         target = str(PurePosixPath(target or ".") / PurePosixPath(area_path(args.source)).name)
     client.move(args.source, target)
     print(f"moved {printable(area_path(args.source))} -> {printable(target)}")

@@ -23,7 +23,7 @@ def area_path(text: str) -> str:
 
     ValueError for ``..``: HTTP clients resolve it in the URL before sending, so that
     ``rm a/../../delete/b`` would reach another route than the one meant."""
-    path = PurePosixPath("/", text.strip()).relative_to("/")
+    path = PurePosixPath(text.strip("/") or ".")
     if ".." in path.parts:
         raise ValueError(f"a path in the staging area cannot contain '..': {text!r}")
     return "" if str(path) == "." else str(path)
