@@ -34,9 +34,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
-from bench_upload import USER, Bench, MiB, md5sum_twice, timed, write_random_file
+from bench_upload import (
+    USER,
+    Bench,
+    MiB,
+    md5sum_twice,
+    running_server,
+    timed,
+    write_random_file,
+)
 
-from tests.servers import TOKENS, RedisProcess, ServerProcess
+from tests.servers import ServerProcess
 
 
 def cpu_lines() -> list[str]:
@@ -135,13 +143,7 @@ def main() -> None:
         print(line)
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp_name:
         tmp = Path(tmp_name)
-        tokens = tmp / "tokens.txt"
-        tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
-        redis_proc = RedisProcess(tmp / "redis")
-        server = ServerProcess(tmp / "data", redis_proc.url, tokens)
-        try:
-            redis_proc.start()
-            server.start()
+        with running_server(tmp) as server:
             bench = CliBench(server, tmp)
             path = tmp / "random.bin"
             write_random_file(path, args.size_mib)
@@ -175,9 +177,6 @@ def main() -> None:
                     outcome = run()
                     wall, cpu = outcome if isinstance(outcome, tuple) else (outcome, None)
                     results.setdefault(label, []).append((wall, cpu))
-        finally:
-            server.stop()
-            redis_proc.stop()
     print(f"\n{args.size_mib} MiB, medians of {args.rounds} rounds")
     print("| workload | s | MB/s | client CPU s |")
     print("|---|---:|---:|---:|")
