@@ -16,7 +16,7 @@ from tus_staging.url_store import ResumeStore
 
 from .cli_runs import OnTerminal, access_log, run_cli, start_cli
 from .conftest import md5_of
-from .fault_proxy import FaultProxy, throttle
+from .fault_proxy import FaultProxy, cut_after, passthrough, throttle
 from .servers import TOKENS, RedisProcess, ServerProcess, metric_values, wait_until
 from .tus_client import TusTestClient
 
@@ -194,6 +194,24 @@ def test_a_remembered_upload_is_checked_with_the_server_first(
     assert ("resumed at 100000 bytes" in result.stderr) == (remembered == "same")
     if remembered.startswith("other"):
         assert alice.offset(url) == 0  # the other upload was left alone
+
+
+def test_a_link_cut_mid_body_is_retried_from_the_servers_offset(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    data = tmp_path / "cut.bin"
+    data.write_bytes(os.urandom(8 * MiB))
+    with FaultProxy(server.url) as proxy:
+        proxy.plan(passthrough(), cut_after(3 * MiB))  # the OPTIONS probe; the first PATCH's
+        result = run_cli(
+            tmp_path, "upload", str(data), "--url", proxy.url, "--chunk-size", "1G",
+            "--retry-delay", "0.05",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert md5_of(staged(server, "cut.bin")) == md5_of(data)
+    patches = [int(line["bytes"]) for line in access_log(server) if line["method"] == "PATCH"]
+    # The second PATCH sent only what the first had not delivered: nothing twice.
+    assert len(patches) == 2 and 0 < patches[0] < 3 * MiB and sum(patches) == 8 * MiB
 
 
 def test_upload_retries_through_a_redis_outage(

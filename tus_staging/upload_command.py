@@ -26,7 +26,7 @@ import requests
 
 from .client_cli import FAILED, OK, USAGE
 from .client_http import ServerError, base_url, new_session, retrying
-from .progress import Progress, human_bytes, printable
+from .progress import FileProgress, Progress, human_bytes, printable
 from .tus_client import FileChanged, FileRange, TusClient, find_endpoint
 from .url_store import ResumeStore, cache_dir, resume_key, token_identity
 
@@ -156,8 +156,8 @@ class Uploads:
         try:
             with open(job.local, "rb") as handle:
                 while offset < job.size:
-                    offset = self.send_chunk(url, handle.fileno(), offset, job.size, bar.advance)
-                    bar.rewind_to(offset)
+                    offset = self.send_chunk(url, handle.fileno(), offset, job.size, bar)
+                    bar.rewind_to(offset)  # what the server holds, whatever was sent
         except ServerError as error:
             if error.status in GONE:
                 self.store.remove(key)  # the next run starts it again
@@ -167,16 +167,15 @@ class Uploads:
         self.store.remove(key)
         return FileResult(job, resumed_from)
 
-    def send_chunk(
-        self, url: str, fd: int, offset: int, size: int, on_sent: Callable[[int], None]
-    ) -> int:
+    def send_chunk(self, url: str, fd: int, offset: int, size: int, bar: FileProgress) -> int:
         """One PATCH from ``offset`` (retried from the server's offset); the new offset."""
         for attempt in retrying(self.retry_delay):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     offset = self.client().state(url).offset
+                    bar.rewind_to(offset)
                 length = min(self.chunk_size, size - offset)
-                body = FileRange(fd, offset, length, on_sent, self.cancel.is_set)
+                body = FileRange(fd, offset, length, bar.advance, self.cancel.is_set)
                 return self.client().patch(url, body, self.checksum)
         raise AssertionError("unreachable: retrying reraises")
 
