@@ -31,10 +31,7 @@ def staged(server: ServerProcess, path: str) -> Path:
     return server.data_dir / "staging" / "alice" / path
 
 
-@pytest.mark.parametrize("url_kind", ["base", "tus endpoint", "environment"])
-def test_upload_folder_keeps_relative_paths(
-    server: ServerProcess, tmp_path: Path, url_kind: str
-) -> None:
+def test_upload_folder_keeps_relative_paths(server: ServerProcess, tmp_path: Path) -> None:
     source = tmp_path / "run7"
     (source / "raw").mkdir(parents=True)
     (source / "notes.txt").write_text("line 1\nline 2\n")
@@ -42,23 +39,29 @@ def test_upload_folder_keeps_relative_paths(
     (source / "raw" / "empty.dat").write_bytes(b"")
     single = tmp_path / "single.bin"
     single.write_bytes(os.urandom(100_000))
-    url_args = {"base": ["--url", server.url], "tus endpoint": ["--url", server.files_url]}
-    result = run_cli(
-        tmp_path, "upload", str(source), str(single), *url_args.get(url_kind, []),
-        "--dest", "incoming", "--chunk-size", "1M", TUS_STAGING_URL=server.url,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    for local, path in [
-        (source / "notes.txt", "incoming/run7/notes.txt"),
-        (source / "raw" / "reads.bin", "incoming/run7/raw/reads.bin"),
-        (source / "raw" / "empty.dat", "incoming/run7/raw/empty.dat"),
-        (single, "incoming/single.bin"),
+    # The base URL, the tus endpoint, the environment's: the same uploads.
+    for dest, url_args in [
+        ("base", ["--url", server.url]),
+        ("endpoint", ["--url", server.files_url]),
+        ("environment", []),
     ]:
-        assert md5_of(staged(server, path)) == md5_of(local)
-        assert f"uploaded {local} -> {path}" in result.stderr
-    summary = result.stderr.strip().splitlines()[-1]
-    assert re.fullmatch(r"4 files, 3\.0 MiB \(3\.0 MiB sent\) in [\d.]+ s, [\d.]+ MB/s, 0 resumed",
-                        summary), summary  # fmt: skip
+        result = run_cli(
+            tmp_path, "upload", str(source), str(single), *url_args, "--dest", dest,
+            "--chunk-size", "1M", TUS_STAGING_URL=server.url,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        for local, path in [
+            (source / "notes.txt", f"{dest}/run7/notes.txt"),
+            (source / "raw" / "reads.bin", f"{dest}/run7/raw/reads.bin"),
+            (source / "raw" / "empty.dat", f"{dest}/run7/raw/empty.dat"),
+            (single, f"{dest}/single.bin"),
+        ]:
+            assert md5_of(staged(server, path)) == md5_of(local)
+            assert f"uploaded {local} -> {path}" in result.stderr
+        summary = result.stderr.strip().splitlines()[-1]
+        assert re.fullmatch(
+            r"4 files, 3\.0 MiB \(3\.0 MiB sent\) in [\d.]+ s, [\d.]+ MB/s, 0 resumed", summary
+        ), summary
 
 
 def test_upload_exit_status(server: ServerProcess, tmp_path: Path) -> None:
@@ -93,7 +96,7 @@ def test_upload_exit_status(server: ServerProcess, tmp_path: Path) -> None:
     assert bad_url.returncode == 2
     unreachable = run_cli(
         tmp_path, "upload", str(tmp_path / "a"), "--url", "http://127.0.0.1:9",
-        "--retry-delay", "0.01",
+        "--retry-delay", "0.001",
     )  # fmt: skip
     assert unreachable.returncode == 1
     assert "cannot reach 127.0.0.1:9" in unreachable.stderr
@@ -122,6 +125,7 @@ def test_interrupted_upload_resumes_when_run_again(
             assert "run the same command again to resume" in stderr
         before_second = bytes_received(server)
         assert 0 < before_second < total
+        proxy.default = passthrough()  # full speed from here on
         second = start_cli(tmp_path, *args)
         _, stderr = second.communicate(timeout=120)
     assert second.returncode == 0, stderr
@@ -153,6 +157,7 @@ def test_a_resume_never_crosses_files_destinations_or_servers(
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
         assert 0 < bytes_received(server) < MiB
+        proxy.default = passthrough()  # full speed from here on
         source, dest, url = {
             "other file, other dest": (b, "cliB", proxy.url),
             "same file, other dest": (a, "cliB", proxy.url),
@@ -171,29 +176,29 @@ def test_a_resume_never_crosses_files_destinations_or_servers(
     assert md5_of(staged(server, "cliA/run.dat")) == md5_of(a)
 
 
-@pytest.mark.parametrize("remembered", ["other length", "other destination", "deleted", "same"])
 def test_a_remembered_upload_is_checked_with_the_server_first(
-    server: ServerProcess, tmp_path: Path, remembered: str
+    server: ServerProcess, tmp_path: Path
 ) -> None:
-    data = tmp_path / "x.bin"
-    data.write_bytes(os.urandom(300_000))
     alice = TusTestClient(server.files_url, TOKENS["alice"])
-    length = 200_000 if remembered == "other length" else 300_000
-    folder = "else" if remembered == "other destination" else "inbox"
-    url = alice.create_url(length, "x.bin", destPath=folder)
-    if remembered == "deleted":
-        assert alice.delete(url).status_code == 204
-    if remembered == "same":
-        assert alice.patch(url, 0, data.read_bytes()[:100_000]).status_code == 204
-    job = files_to_upload([data], "inbox")[0]
     store = ResumeStore(tmp_path / "cache" / "tus-staging" / "uploads.json")
-    store.put(upload_key(server.files_url, TOKENS["alice"], job), {"url": url})
-    result = run_cli(tmp_path, "upload", str(data), "--url", server.url, "--dest", "inbox")
-    assert result.returncode == 0, result.stderr
-    assert md5_of(staged(server, "inbox/x.bin")) == md5_of(data)
-    assert ("resumed at 100000 bytes" in result.stderr) == (remembered == "same")
-    if remembered.startswith("other"):
-        assert alice.offset(url) == 0  # the other upload was left alone
+    for case in ("other length", "other destination", "deleted", "same"):
+        data = tmp_path / f"{case.replace(' ', '-')}.bin"
+        data.write_bytes(os.urandom(300_000))
+        length = 200_000 if case == "other length" else 300_000
+        folder = "else" if case == "other destination" else "inbox"
+        url = alice.create_url(length, data.name, destPath=folder)
+        if case == "deleted":
+            assert alice.delete(url).status_code == 204
+        if case == "same":
+            assert alice.patch(url, 0, data.read_bytes()[:100_000]).status_code == 204
+        job = files_to_upload([data], "inbox")[0]
+        store.put(upload_key(server.files_url, TOKENS["alice"], job), {"url": url})
+        result = run_cli(tmp_path, "upload", str(data), "--url", server.url, "--dest", "inbox")
+        assert result.returncode == 0, (case, result.stderr)
+        assert md5_of(staged(server, f"inbox/{data.name}")) == md5_of(data), case
+        assert ("resumed at 100000 bytes" in result.stderr) == (case == "same"), case
+        if case.startswith("other"):
+            assert alice.offset(url) == 0, case  # the other upload was left alone
 
 
 def test_a_link_cut_mid_body_is_retried_from_the_servers_offset(
