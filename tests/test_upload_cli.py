@@ -126,12 +126,12 @@ def test_interrupted_upload_resumes_when_run_again(
         before_second = bytes_received(server)
         assert 0 < before_second < total
         proxy.default = passthrough()  # full speed from here on
-        second = start_cli(tmp_path, *args)
-        _, stderr = second.communicate(timeout=120)
-    assert second.returncode == 0, stderr
+        second = OnTerminal(tmp_path, *args)
+        assert second.wait() == 0, second.output
     assert bytes_received(server) - before_second < total  # it resumed instead of starting over
-    assert "resumed at" in stderr
-    assert re.search(r"3 files, .* [1-3] resumed$", stderr.strip()), stderr
+    assert "resumed at" in second.output
+    assert re.search(r"3 files, .* [1-3] resumed$", second.output.strip()), second.output
+    assert percentages(second.output)[-1] == 100  # the resumed bytes count as done
     for index in range(len(sizes)):
         assert md5_of(staged(server, f"batch/part{index}.bin")) == md5_of(
             source / f"part{index}.bin"

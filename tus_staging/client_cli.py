@@ -184,7 +184,7 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         # Required, unless the environment gives it (the parser reads it as the default).
         required=env_name("--url") not in os.environ,
         help="the server's base URL, e.g. http://127.0.0.1:1080"
-        + (" (or its tus endpoint, …/files/)" if parser.prog.endswith("upload") else ""),
+        + (" (or its tus endpoint, .../files/)" if parser.prog.endswith("upload") else ""),
     )
     parser.add_argument("--token", help="your token (prefer the environment: a flag shows in ps)")
 
@@ -204,7 +204,7 @@ def run_client_command(args: argparse.Namespace) -> int:
     except ServerError as error:
         report(args.command, str(error))
         return USAGE if error.status in NOT_FOUND_OR_MALFORMED else FAILED
-    except ValueError as error:  # a malformed --url
+    except ValueError as error:  # a malformed --url, a path with ".."
         report(args.command, str(error))
         return USAGE
     except OSError as error:  # the local side: a folder that cannot be written, a full disk

@@ -47,7 +47,10 @@ class PartialFile:
         self.digest = hashlib.md5()
         handle.seek(0)
         while handle.tell() < offset:  # the part an earlier run fetched
-            self.digest.update(handle.read(min(BLOCK, offset - handle.tell())))
+            block = handle.read(min(BLOCK, offset - handle.tell()))
+            if not block:
+                raise OSError(f"the partial file shrank below {offset} bytes while read")
+            self.digest.update(block)
         handle.truncate(offset)
 
     def restart(self) -> None:
