@@ -54,13 +54,17 @@ def cpu_lines() -> list[str]:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             name, _, value = line.partition(":")
             fields.setdefault(name.strip(), value.strip())
-    load = Path("/proc/loadavg").read_text().split()[:3]
     return [
         f"CPU: {fields.get('model name', '?')}, {os.cpu_count()} CPUs "
-        f"(nproc {len(os.sched_getaffinity(0))}), load average {' '.join(load)}",
+        f"(nproc {len(os.sched_getaffinity(0))}), load average {load_average()}",
         f"CPU flags: {fields.get('flags', '?')}",
         f"Python {sys.version.split()[0]}",
     ]
+
+
+def load_average() -> str:
+    """Other processes share the machine: say how busy it was."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def children_cpu() -> float:
@@ -177,7 +181,7 @@ def main() -> None:
                     outcome = run()
                     wall, cpu = outcome if isinstance(outcome, tuple) else (outcome, None)
                     results.setdefault(label, []).append((wall, cpu))
-    print(f"\n{args.size_mib} MiB, medians of {args.rounds} rounds")
+    print(f"\n{args.size_mib} MiB, medians of {args.rounds} rounds; load average {load_average()}")
     print("| workload | s | MB/s | client CPU s |")
     print("|---|---:|---:|---:|")
     for label, runs in results.items():
