@@ -19,6 +19,7 @@ as the other figures, and measures:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -93,6 +94,22 @@ def dd_write(source: Path, target: Path) -> float:
     )
     target.unlink()
     return seconds
+
+
+@contextlib.contextmanager
+def running_server(tmp: Path) -> Iterator[ServerProcess]:
+    """A redis-server and the server (tokens file of the tests' users) in ``tmp``."""
+    tokens = tmp / "tokens.txt"
+    tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
+    redis_proc = RedisProcess(tmp / "redis")
+    server = ServerProcess(tmp / "data", redis_proc.url, tokens)
+    try:
+        redis_proc.start()
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        redis_proc.stop()
 
 
 def ms(seconds: float | None) -> str:
@@ -242,13 +259,7 @@ def main() -> None:
     print(f"{'':<52} {'wall':>10} {'throughput':>14}")
     with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp_name:
         tmp = Path(tmp_name)
-        tokens = tmp / "tokens.txt"
-        tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
-        redis_proc = RedisProcess(tmp / "redis")
-        server = ServerProcess(tmp / "data", redis_proc.url, tokens)
-        try:
-            redis_proc.start()
-            server.start()
+        with running_server(tmp) as server:
             bench = Bench(server)
             print(f"{'server idle':<52} {'':>26}  {bench.rss()}")
             if size:
@@ -282,9 +293,6 @@ def main() -> None:
                 timing = bench.generated(total)
                 label = f"{args.huge_gib:g} GiB generated stream, one PATCH, md5 ok"
                 row(label, timing.seconds, total, f"{bench.rss()}; {finalize_notes(timing)}")
-        finally:
-            server.stop()
-            redis_proc.stop()
     print_table(rows, md5sum_rate, dd_rate)
 
 

@@ -1,4 +1,4 @@
-"""The command line: ``tus-staging serve | upload | cleanup``.
+"""The command line: the server (``serve``, ``cleanup``) and its client (see client_cli.py).
 
 Every flag also reads from ``TUS_STAGING_<FLAG>`` (upper case, ``-`` → ``_``); a flag
 given on the command line wins over the environment.
@@ -14,10 +14,26 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .client_cli import COMMANDS as CLIENT_COMMANDS
+from .client_cli import add_client_commands, run_client_command
 from .config import Config, MiB
 
 ENV_PREFIX = "TUS_STAGING_"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # see tus_staging/metrics.py
+DESCRIPTION = """\
+A resumable-upload server (tus 1.0.0) for a per-user staging area, and its client:
+upload, list, inspect, download, move and delete files in your staging area."""
+EXAMPLES = """\
+examples:
+  tus-staging serve                               # single user, http://127.0.0.1:1080
+  tus-staging serve --host 0.0.0.0 --tokens-file tokens.txt
+  export TUS_STAGING_URL=http://127.0.0.1:1080 TUS_STAGING_TOKEN=...
+  tus-staging upload ./run7 --dest incoming --parallel 4
+  tus-staging ls incoming/run7
+  tus-staging get incoming/run7/reads.fastq
+
+'tus-staging COMMAND --help' describes each command. Every flag can also be given as an
+environment variable TUS_STAGING_<FLAG> (upper case, '-' as '_'); the flag wins."""
 
 
 def env_name(flag: str) -> str:
@@ -51,7 +67,12 @@ def byte_size(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tus-staging", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="tus-staging",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=EnvDefaults)
 
     serve = commands.add_parser("serve", help="run the upload server")
@@ -150,19 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", default="text", choices=("text", "json"), help="log line format"
     )
 
-    upload = commands.add_parser("upload", help="upload files or directories")
-    upload.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
-    upload.add_argument("--url", required=True, help="the server's tus endpoint URL")
-    upload.add_argument("--token", help="authentication token")
-    upload.add_argument("--dest", default="", help="directory in your staging area")
-    upload.add_argument("--chunk-size", type=byte_size, default=64 * MiB, help="bytes per PATCH")
-    upload.add_argument(
-        "--checksum", action="store_true", help="send a sha1 Upload-Checksum with every chunk"
-    )
-    upload.add_argument(
-        "--retry-delay", type=float, default=1.0,
-        help="first retry delay in seconds (doubles each try, 8 tries)",
-    )  # fmt: skip
+    add_client_commands(commands)
 
     cleanup = commands.add_parser("cleanup", help="remove expired unfinished uploads now")
     add_storage_flags(cleanup)
@@ -200,10 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
-    if args.command == "upload":
-        from .upload_command import upload
-
-        return upload(args)
+    if args.command in CLIENT_COMMANDS:
+        return run_client_command(args)
     if args.command == "cleanup":
         from .serve import cleanup
 

@@ -1,166 +1,273 @@
-"""``tus-staging upload FILE|DIR... --url URL``: a resuming command-line client on tuspy.
+"""``tus-staging upload FILE|DIR...``: send files over tus, resuming what an earlier run left.
 
-Directories are uploaded with their relative paths (under ``--dest``). Upload URLs are
-remembered under the user's cache directory, keyed by tuspy's file fingerprint, so that
-running the same command again after a failure or Ctrl-C resumes where it stopped.
-Network errors, 423 and 5xx answers are retried with exponential backoff (the offset is
-asked again before each retry); other refusals fail the file with the server's reason.
-Progress: a bar per file and one for the total (bytes, rate, ETA), on stderr.
+Directories are uploaded with their relative paths (under ``--dest``). Each file's upload
+URL is remembered (url_store) under a key of everything that must match for a resume to
+be right; before resuming, the server is asked (HEAD) whether that upload still exists
+and has this file's length and metadata, else a new upload starts. Network errors, 423
+and 5xx answers are retried with exponential backoff, asking the server's offset before
+each retry; other refusals fail the file with the server's reason. ``--parallel N``
+uploads N files at once, each in its own thread and connection.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import hashlib
+import queue
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
-from tqdm import tqdm
-from tusclient.client import TusClient
-from tusclient.exceptions import TusCommunicationError
-from tusclient.uploader import Uploader
+import requests
 
-from .url_store import LockedUrlStore
+from .client_cli import FAILED, OK, USAGE
+from .client_http import ServerError, base_url, new_session, retrying
+from .progress import FileProgress, Progress, human_bytes, printable
+from .tus_client import FileChanged, FileRange, TusClient, find_endpoint
+from .url_store import ResumeStore, cache_dir, resume_key, token_identity
 
-RETRIES = 8
-INTERRUPTED = 130  # the shell's status for Ctrl-C
-
-
-def url_storage_path() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "tus-staging" / "uploads.json"
+FINGERPRINT_BYTES = 64 * 1024
+GONE = (403, 404, 410)  # a remembered upload that is not (or no longer) ours to continue
+STOP_WAIT = 10.0  # seconds Ctrl-C waits for the uploads in flight to let go
 
 
-def files_to_upload(paths: list[Path], dest: str) -> Iterator[tuple[Path, PurePosixPath]]:
-    """(local file, destination directory in the staging area) for every file given."""
+@dataclass(frozen=True)
+class FileJob:
+    local: Path  # absolute
+    folder: PurePosixPath  # its folder in the staging area ("." for the home)
+    size: int
+    mtime_ns: int
+
+    @property
+    def destination(self) -> str:
+        return str(self.folder / self.local.name)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        fields = {"filename": self.local.name}
+        if str(self.folder) != ".":
+            fields["destPath"] = str(self.folder)
+        return fields
+
+
+@dataclass(frozen=True)
+class FileResult:
+    job: FileJob
+    resumed_from: int = 0
+    error: str | None = None
+
+
+def files_to_upload(paths: Sequence[Path], dest: str) -> list[FileJob]:
+    """Every file given, directories walked, each with its folder in the staging area.
+
+    FileNotFoundError for a path that is not there; ValueError when two files would
+    land on the same destination."""
     root = PurePosixPath(dest.strip("/")) if dest.strip("/") else PurePosixPath(".")
+    found: list[tuple[Path, PurePosixPath]] = []
     for path in paths:
         if path.is_dir():
             for file in sorted(p for p in path.rglob("*") if p.is_file()):
                 relative = file.relative_to(path.parent).parent
-                yield file, root / PurePosixPath(*relative.parts)
+                found.append((file, root / PurePosixPath(*relative.parts)))
         elif path.is_file():
-            yield path, root
+            found.append((path, root))
         else:
             raise FileNotFoundError(f"{path}: no such file or directory")
+    jobs, seen = [], {}
+    for file, folder in found:
+        info = file.stat()
+        job = FileJob(file.resolve(), folder, info.st_size, info.st_mtime_ns)
+        if job.destination in seen:
+            raise ValueError(
+                f"{seen[job.destination]} and {file} would both be uploaded to {job.destination}"
+            )
+        seen[job.destination] = file
+        jobs.append(job)
+    return jobs
 
 
-def is_transient(error: BaseException) -> bool:
-    """Worth another try: the network, a busy upload (423), the server's own trouble."""
-    if not isinstance(error, TusCommunicationError):
-        return isinstance(error, OSError)
-    status = error.status_code
-    return status is None or status == 423 or status >= 500
+def fingerprint(path: Path) -> str:
+    """md5 of the first 64 KiB, as tus clients fingerprint files."""
+    with open(path, "rb") as handle:
+        return hashlib.md5(handle.read(FINGERPRINT_BYTES)).hexdigest()
 
 
-def describe(error: BaseException) -> str:
-    if isinstance(error, TusCommunicationError) and error.response_content:
-        content = error.response_content
-        text = content.decode(errors="replace") if isinstance(content, bytes) else str(content)
-        return f"{error.status_code}: {text.strip()}"
-    return str(error) or type(error).__name__
+def upload_key(endpoint: str, token: str | None, job: FileJob) -> str:
+    """The resume store's key of ``job``: this server, this user, this destination, this
+    local file as it is now."""
+    return resume_key(
+        kind="upload", endpoint=endpoint, user=token_identity(token),
+        destination=job.destination, path=str(job.local), size=job.size,
+        mtime_ns=job.mtime_ns, fingerprint=fingerprint(job.local),
+    )  # fmt: skip
 
 
-class UploadRun:
-    def __init__(self, args: argparse.Namespace):
-        token = args.token or os.environ.get("TUS_STAGING_TOKEN")
-        self.client = TusClient(
-            args.url, headers={"Authorization": f"Bearer {token}"} if token else {}
-        )
+class Uploads:
+    """One run's settings and state, shared by its worker threads."""
+
+    def __init__(self, args: argparse.Namespace, endpoint: str, progress: Progress, many: bool):
+        self.endpoint = endpoint
+        self.token: str | None = args.token
         self.chunk_size: int = args.chunk_size
         self.checksum: bool = args.checksum
-        self.storage = LockedUrlStore(url_storage_path())
-        self.retrying = Retrying(
-            stop=stop_after_attempt(RETRIES),
-            wait=wait_exponential(multiplier=args.retry_delay, max=60),
-            retry=retry_if_exception(is_transient),
-            reraise=True,
-        )
+        self.retry_delay: float = args.retry_delay
+        self.store = ResumeStore(cache_dir() / "uploads.json")
+        self.progress = progress
+        self.many = many  # a bar per file besides the total
+        self.cancel = threading.Event()
+        self._local = threading.local()
 
-    def uploader(self, local: Path, metadata: dict[str, str]) -> Uploader:
-        def make() -> Uploader:
-            return self.client.uploader(
-                str(local),
-                chunk_size=self.chunk_size,
-                metadata=metadata,
-                store_url=True,
-                url_storage=self.storage,
-                upload_checksum=self.checksum,
-                retries=0,  # retries are ours, with backoff and a fresh offset
-            )
+    def client(self) -> TusClient:
+        if not hasattr(self._local, "client"):
+            self._local.client = TusClient(self.endpoint, new_session(self.token))
+        return self._local.client
 
+    def resume_point(self, key: str, job: FileJob) -> tuple[str | None, int]:
+        """(remembered upload URL, its offset), or (None, 0) when there is none to continue."""
+        entry = self.store.get(key)
+        if entry is None or not isinstance(entry.get("url"), str):
+            return None, 0
         try:
-            return make()
-        except TusCommunicationError as error:
-            if error.status_code not in (404, 410):
+            state = retrying(self.retry_delay)(self.client().state, entry["url"])
+        except ServerError as error:
+            if error.status not in GONE:
                 raise
-            # The remembered upload expired or was removed: start it again.
-            self.storage.remove_item(self.fingerprint(local))
-            return make()
+            state = None
+        expected = {k: v.encode("utf-8") for k, v in job.metadata.items()}
+        if state is None or (state.length, state.metadata) != (job.size, expected):
+            self.store.remove(key)  # expired, removed, or another file's upload
+            return None, 0
+        return entry["url"], min(state.offset, job.size)
 
-    def fingerprint(self, local: Path) -> str:
-        with open(local, "rb") as stream:
-            return self.client.uploader(str(local)).fingerprinter.get_fingerprint(stream)
+    def upload(self, job: FileJob) -> FileResult:
+        """Upload (or resume) one file; the reasons of a failure in the result."""
+        key = upload_key(self.endpoint, self.token, job)
+        url, offset = self.resume_point(key, job)
+        resumed_from = offset
+        if url is None:
+            url = retrying(self.retry_delay)(self.client().create, job.size, job.metadata)
+            if job.size:
+                self.store.put(key, {"url": url, "path": str(job.local)})
+        bar = self.progress.file(job.local.name, job.size, offset, own_bar=self.many)
+        try:
+            with open(job.local, "rb") as handle:
+                while offset < job.size:
+                    offset = self.send_chunk(url, handle.fileno(), offset, job.size, bar)
+                    bar.rewind_to(offset)  # what the server holds, whatever was sent
+        except ServerError as error:
+            if error.status in GONE:
+                self.store.remove(key)  # the next run starts it again
+            raise
+        finally:
+            bar.close()
+        self.store.remove(key)
+        return FileResult(job, resumed_from)
 
-    def upload_one(self, local: Path, metadata: dict[str, str], total: tqdm) -> int:
-        """Upload (or resume) one file; returns the offset it resumed from."""
-        uploader = self.retrying(self.uploader, local, metadata)
-        size = uploader.get_file_size()
-        resumed_from = uploader.offset
-        total.update(resumed_from)
-        with tqdm(
-            total=size, initial=resumed_from, desc=local.name[:30], unit="B",
-            unit_scale=True, unit_divisor=1024, leave=False, file=sys.stderr,
-        ) as bar:  # fmt: skip
-            if uploader.url is None or size == 0:
-                self.retrying(uploader.upload_chunk if size else uploader.upload)
-            while uploader.offset < size:
-                before = uploader.offset
-                for attempt in self.retrying:
-                    with attempt:
-                        if attempt.retry_state.attempt_number > 1:
-                            uploader.offset = uploader.get_offset()
-                        uploader.upload_chunk()
-                bar.update(uploader.offset - before)
-                total.update(uploader.offset - before)
-        self.storage.remove_item(self.fingerprint(local))
-        return resumed_from
+    def send_chunk(self, url: str, fd: int, offset: int, size: int, bar: FileProgress) -> int:
+        """One PATCH from ``offset`` (retried from the server's offset); the new offset."""
+        for attempt in retrying(self.retry_delay):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    offset = self.client().state(url).offset
+                    bar.rewind_to(offset)
+                length = min(self.chunk_size, size - offset)
+                body = FileRange(fd, offset, length, bar.advance, self.cancel.is_set)
+                return self.client().patch(url, body, self.checksum)
+        raise AssertionError("unreachable: retrying reraises")
+
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+
+
+def run_in_threads(
+    jobs: Sequence[Job], count: int, work: Callable[[Job], Result], cancel: threading.Event
+) -> Iterator[tuple[Job, Result | BaseException]]:
+    """(job, its result or exception) as each finishes, ``count`` at a time.
+
+    The threads are daemons: after Ctrl-C the caller sets ``cancel``, waits a moment for
+    them to let go, and may exit without them."""
+    todo: queue.SimpleQueue[Job] = queue.SimpleQueue()
+    done: queue.SimpleQueue[tuple[Job, Result | BaseException]] = queue.SimpleQueue()
+    for job in jobs:
+        todo.put(job)
+
+    def worker() -> None:
+        while not cancel.is_set():
+            try:
+                job = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put((job, work(job)))
+            except BaseException as error:
+                done.put((job, error))
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(count, len(jobs)))]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in jobs:
+            yield done.get()
+    finally:
+        cancel.set()
+        deadline = time.monotonic() + STOP_WAIT
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def summary(results: list[FileResult], seconds: float) -> str:
+    """files, bytes, time, rate of the bytes sent in this run, how many resumed or failed."""
+    done = [r for r in results if r.error is None]
+    total = sum(r.job.size for r in done)
+    sent = sum(r.job.size - r.resumed_from for r in done)
+    rate = sent / seconds / 1e6 if seconds > 0 else 0.0
+    line = (
+        f"{len(done)} file{'s' * (len(done) != 1)}, {human_bytes(total)} "
+        f"({human_bytes(sent)} sent) in {seconds:.1f} s, {rate:.1f} MB/s, "
+        f"{sum(1 for r in done if r.resumed_from)} resumed"
+    )
+    failed = len(results) - len(done)
+    return line + (f", {failed} failed" if failed else "")
+
+
+def describe(result: FileResult) -> str:
+    job = result.job
+    if result.error is not None:
+        return f"failed: {printable(str(job.local))}: {result.error}"
+    note = f" (resumed at {result.resumed_from} bytes)" if result.resumed_from else ""
+    return f"uploaded {printable(str(job.local))} -> {printable(job.destination)}{note}"
 
 
 def upload(args: argparse.Namespace) -> int:
+    started = time.monotonic()
     try:
-        files = list(files_to_upload(args.paths, args.dest))
-    except FileNotFoundError as error:
+        url = base_url(args.url)
+        jobs = files_to_upload(args.paths, args.dest)
+    except (FileNotFoundError, ValueError) as error:
         print(f"tus-staging upload: {error}", file=sys.stderr)
-        return 2
-    run = UploadRun(args)
-    failures = 0
-    total_size = sum(local.stat().st_size for local, _ in files)
-    with tqdm(
-        total=total_size, desc="total", unit="B", unit_scale=True, unit_divisor=1024,
-        file=sys.stderr,
-    ) as total:  # fmt: skip
-        for local, directory in files:
-            metadata = {"filename": local.name}
-            if str(directory) != ".":
-                metadata["destPath"] = str(directory)
-            try:
-                resumed_from = run.upload_one(local, metadata, total)
-            except KeyboardInterrupt:
-                total.close()
-                print("\ninterrupted: run the same command again to resume", file=sys.stderr)
-                return INTERRUPTED
-            except (TusCommunicationError, OSError) as error:
-                failures += 1
-                total.write(f"failed: {local}: {describe(error)}", file=sys.stderr)
-                continue
-            note = f" (resumed at {resumed_from} bytes)" if resumed_from else ""
-            total.write(f"uploaded {local} → {metadata.get('destPath', '.')}/{local.name}{note}",
-                        file=sys.stderr)  # fmt: skip
-    run.storage.close()
-    if failures:
-        print(f"tus-staging upload: {failures} of {len(files)} file(s) failed", file=sys.stderr)
-        return 1
-    return 0
+        return USAGE
+    endpoint = find_endpoint(new_session(args.token), url)
+    progress = Progress(sum(job.size for job in jobs))
+    run = Uploads(args, endpoint, progress, many=len(jobs) > 1)
+    results: list[FileResult] = []
+    try:
+        for job, outcome in run_in_threads(jobs, args.parallel, run.upload, run.cancel):
+            if isinstance(outcome, ServerError | OSError | FileChanged | requests.RequestException):
+                outcome = FileResult(job, error=str(outcome) or type(outcome).__name__)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            results.append(outcome)
+            progress.say(describe(outcome))
+    finally:
+        progress.close()
+    print(summary(results, time.monotonic() - started), file=sys.stderr)
+    failed = sum(1 for r in results if r.error is not None)
+    if failed:
+        print(f"tus-staging upload: {failed} of {len(jobs)} file(s) failed", file=sys.stderr)
+        return FAILED
+    return OK
