@@ -145,11 +145,6 @@ def child_path(
     return _check_whole(directory / name, path_field)
 
 
-def is_inside_or_same(path: PurePosixPath, folder: PurePosixPath) -> bool:
-    """True when ``path`` is ``folder`` or lies under it (both accepted area paths)."""
-    return folder == HOME or path == folder or folder in path.parents
-
-
 def twin_key(name: str) -> str:
     """What two names that look alike share: their NFC form. The store refuses a new name
     whose key equals that of a different existing sibling (an NFC/NFD twin)."""

@@ -14,7 +14,7 @@ object must not be updated from two threads at once, and the buffer passed to
 
 If libcrypto cannot be loaded (or fails the self-test at import), ``digests_available()``
 is False and ``ResumableDigest.new`` returns a hashlib-backed digest whose ``state()`` is
-None: the caller then recomputes from the partial file with ``recompute`` (slow, correct).
+None: the store then recomputes from the partial file (slow, correct).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ __all__ = [
     "ResumableDigest",
     "digest_backend",
     "digests_available",
-    "recompute",
 ]
 
 Buffer = bytes | bytearray | memoryview
@@ -221,10 +220,6 @@ class Digest:
     name: str
 
     @property
-    def resumable(self) -> bool:
-        raise NotImplementedError
-
-    @property
     def length(self) -> int:
         """Bytes hashed so far: lets the store check a state against the committed offset."""
         raise NotImplementedError
@@ -304,10 +299,6 @@ class ResumableDigest(Digest):
         return cls(alg, ctypes.create_string_buffer(raw, alg.ctx_size))
 
     @property
-    def resumable(self) -> bool:
-        return True
-
-    @property
     def length(self) -> int:
         # The context counts bits in two 32-bit words, Nl (low) and Nh (high).
         nl, nh = struct.unpack_from("=II", self._ctx.raw, self._alg.nl_offset)
@@ -362,10 +353,6 @@ class HashlibDigest(Digest):
         self._length = _length
 
     @property
-    def resumable(self) -> bool:
-        return False
-
-    @property
     def length(self) -> int:
         return self._length
 
@@ -384,16 +371,3 @@ class HashlibDigest(Digest):
 
     def __repr__(self) -> str:
         return f"<HashlibDigest {self.name}>"
-
-
-def recompute(names: Sequence[str], read_blocks: Iterable[Buffer]) -> dict[str, Digest]:
-    """Slow path: digests of ``names`` rebuilt from the partial file's blocks.
-
-    Used when a saved state is missing or refused; the result is resumable when this
-    host can make resumable digests.
-    """
-    digests = {name: ResumableDigest.new(name) for name in names}
-    for block in read_blocks:
-        for d in digests.values():
-            d.update(block)
-    return digests

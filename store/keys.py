@@ -54,11 +54,8 @@ def instance_key(instance_id: str) -> str:
 EXPIRY_INDEX_KEY = f"{KEY_PREFIX}:expiry"
 # Uploads in the FINALIZING state, scored by when they entered it (for the janitor).
 FINALIZING_INDEX_KEY = f"{KEY_PREFIX}:finalizing"
-# One janitor pass at a time across every worker and host.
-JANITOR_LEASE_KEY = f"{KEY_PREFIX}:janitor"
-# The events stream for importers, and its per-user index (one slot: tagged {events}).
+# The events stream for importers; its per-user indexes share its tag (one slot).
 EVENTS_STREAM_KEY = f"{KEY_PREFIX}:{{events}}"
-EVENTS_USERS_KEY = f"{KEY_PREFIX}:{{events}}:users"
 
 
 def events_user_key(user: str) -> str:

@@ -80,7 +80,6 @@ class StreamState:
 
     digests: dict[str, Digest]
     scanner: ContentScanner
-    recomputed: bool = False  # True when saved states could not be loaded
 
     def hash_all(self, chunks: Sequence[bytes], extra: BodyChecksum | None = None) -> None:
         """Feed a block's chunks to the digests (and to ``extra``, a request's own
@@ -130,7 +129,6 @@ class StreamState:
             return cls(digests, scanner)
         except (DigestStateError, ScannerStateError, ValueError):
             state = cls.fresh(digest_names)
-            state.recomputed = True
             for block in read_blocks(path, 0, record.offset):
                 state.feed_all([block])
             return state

@@ -79,9 +79,6 @@ class Quotas:
     async def release(self, user: str, upload_id: str) -> None:
         await self.redis.hdel(user_uploads_key(user), upload_id)
 
-    async def open_ids(self, user: str) -> list[str]:
-        return [raw.decode() for raw in await self.redis.hkeys(user_uploads_key(user))]
-
     async def prune(self, exists: Callable[[str], Awaitable[bool]]) -> int:
         """Drop reservations whose upload no longer exists (a crash between the two steps of
         a creation or a removal); returns how many."""

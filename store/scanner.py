@@ -89,10 +89,6 @@ class ContentScanner:
     def head(self) -> str:
         return self._head
 
-    @property
-    def last_byte(self) -> int | None:
-        return self._last_byte
-
     def update(self, data: bytes | bytearray | memoryview) -> None:
         """Scan the next chunk (1 MiB order; memory use is a small multiple of it)."""
         n = len(data) if not isinstance(data, memoryview) else data.nbytes

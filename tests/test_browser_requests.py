@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
+from .js_env import require_chromium
 from .servers import ServerProcess
-from .test_js_clients import CHROMIUM, node_modules, run_node, static_http_server  # noqa: F401
+from .test_js_clients import node_modules, run_node, static_http_server  # noqa: F401
 
 ATTACK_PAGE = """<!doctype html>
 <form id="form" method="POST" action="{server}/mkdir/by-form" target="sink">
@@ -46,8 +45,7 @@ def test_a_page_of_another_origin_changes_nothing_and_a_page_of_the_server_works
     tmp_path: Path,
     make_server,
 ) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt install chromium)")
+    require_chromium()
     server: ServerProcess = make_server(single_user=True)
     home = server.data_dir / "staging" / "local"
     home.mkdir(parents=True)

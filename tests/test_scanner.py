@@ -121,7 +121,6 @@ def test_line_counts(data: bytes, lines: int) -> None:
 def test_empty_file() -> None:
     scanner = ContentScanner()
     assert scanner.finish() == ScanResult(is_text=True, line_count=0, head="")
-    assert scanner.last_byte is None
     assert ContentScanner.from_state(scanner.state()).finish() == scanner.finish()
 
 
@@ -177,7 +176,7 @@ def test_buffer_kinds() -> None:
     scanner.update(memoryview(data)[2:7])
     scanner.update(memoryview(bytearray(data[7:])))
     assert scanner.finish() == reference(data)
-    assert scanner.last_byte == 0x0A and scanner.size == len(data)
+    assert scanner.size == len(data)
 
 
 def test_state_is_compact() -> None:
@@ -251,10 +250,6 @@ def test_huge_non_ascii_text_memory_is_bounded_by_chunk() -> None:
 def window(raw: bytes, chars: int = TAIL_CHARS) -> tuple[bytes, bool]:
     size = chars * 4 + 3
     return raw[-size:], len(raw) <= size
-
-
-def test_tail_bytes_constant() -> None:
-    assert TAIL_BYTES == TAIL_CHARS * 4 + 3
 
 
 @settings(max_examples=300, deadline=None)

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from store import md5_lanes
+from store import md5_lanes, writeback
+from store.digest import digest_backend
 from store.janitor import JanitorReport, janitor_pass
 from store.uploads import Uploads
 
@@ -49,6 +50,11 @@ def serve(config: Config) -> int:
         raise SystemExit(f"tus-staging: {error}") from None
     md5_lanes.set_enabled(not config.no_md5_lanes)  # before gunicorn forks its workers
     log.info("md5: %s", md5_lanes.describe())
+    log.info(
+        "digest states: %s; write-behind: %s",
+        digest_backend(),
+        "sync_file_range" if writeback.available() else "off (not on Linux)",
+    )
     with redis_for(config) as url:
         if config.workers > 1:
             from .workers import run_workers
