@@ -7,6 +7,7 @@ import hashlib
 import os
 import socket
 
+import pytest
 import requests
 
 from store.keys import upload_key
@@ -14,6 +15,8 @@ from store.keys import upload_key
 from .checks import sidecar, staged
 from .servers import RedisProcess, ServerProcess
 from .tus_client import TusTestClient, encode_metadata
+
+pytestmark = pytest.mark.in_process
 
 
 def test_options_advertises_version_and_extensions(server: ServerProcess) -> None:

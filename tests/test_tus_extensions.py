@@ -21,6 +21,8 @@ from .servers import TOKENS, ServerProcess
 from .test_tus_errors import assert_refused
 from .tus_client import TusTestClient, encode_metadata
 
+pytestmark = pytest.mark.in_process
+
 
 def checksum_header(algorithm: str, data: bytes) -> str:
     if algorithm == "crc32":
