@@ -1,11 +1,12 @@
 /* Multi-buffer md5: the uploads a worker receives at once are hashed side by side.
  *
  * md5 is one long chain of dependent steps, so one stream cannot go faster than a core
- * runs that chain (~800 MB/s here). Independent streams can share the core: one vector
- * instruction does the same step for several streams, one per 32-bit lane. Kernels:
+ * runs that chain (~700 MB/s on AMD Zen 4). Independent streams can share the core: one
+ * vector instruction does the same step for several streams, one per 32-bit lane.
+ * Kernels, with what a pass costs in scalar blocks on Zen 4 (bench/bench_md5_lanes.py):
  *
- *   avx512  16 lanes; a pass costs ~3x a scalar block: pays from 3 streams on
- *   avx2     8 lanes; see AVX2_MIN_STREAMS
+ *   avx512   8 lanes on ymm registers (~1.1), 16 on zmm (~1.5) when more streams are ready
+ *   avx2     8 lanes (~1.3-1.4)
  *   portable one stream at a time in plain C: no lanes, the engine's machinery only
  *
  * The best kernel this CPU has is chosen at import (set_kernel() picks another). While
@@ -49,11 +50,12 @@
 /* Blocks run in lockstep before the engine looks for new work: 64 KiB per lane, so
  * a newly arrived update waits at most ~100 us for a lane. */
 #define SLICE_BLOCKS 1024
-/* Fewer ready streams than this are hashed one after the other, not in lanes: a pass
- * of the kernel costs about as much as this many scalar blocks, minus one (measured by
- * bench/bench_md5_lanes.py). */
-#define AVX512_MIN_STREAMS 3
-#define AVX2_MIN_STREAMS 3
+/* Fewer ready streams than this are hashed one after the other, not in lanes, and
+ * fewer streaming uploads keep their updates in their callers' threads: a pass costs
+ * less than two scalar blocks, so two streams in lanes take less CPU than on their own
+ * (bench/bench_md5_lanes.py; in the server: bench/bench_md5_routing.py). */
+#define AVX512_MIN_STREAMS 2
+#define AVX2_MIN_STREAMS 2
 #define NEVER INT_MAX
 
 typedef struct {
@@ -378,7 +380,10 @@ static const kernel kernels[] = {
 
 /* ---- the engine ---------------------------------------------------------------- */
 
-#define RECENT_NS 30000000L /* "recently": within the last 30 ms */
+/* "Recently": within the last second. Uploads on a busy host or a slow link send a
+ * block every 30-50 ms each: a shorter window (30 ms) missed most of them, and kept 8
+ * uploads' md5 out of the lanes. */
+#define RECENT_NS 1000000000L
 #define RING 64 /* arrivals remembered to count the streams */
 
 typedef int (*scalar_update_fn)(void *ctx, const void *data, size_t len);
