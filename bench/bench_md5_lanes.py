@@ -171,12 +171,15 @@ def main() -> None:
         print(line)
     print()
     for k in kernels:
-        pays = [n for n in STREAMS if forced[k, n].cpu_per_gb < plain[n].cpu_per_gb]
         one = forced[k, 1].cpu_per_gb / plain[1].cpu_per_gb
+        if k not in thresholds:
+            print(f"- {k}: one stream at a time, {one:.2f} × libcrypto's CPU per GB")
+            continue
+        pays = [n for n in STREAMS if forced[k, n].cpu_per_gb < plain[n].cpu_per_gb]
         print(
             f"- {k}: one stream in lanes costs {one:.2f} × libcrypto's CPU per GB; "
-            + (f"lanes pay (less CPU per GB) from {pays[0]} streams" if pays else "never pays")
-            + (f"; routed to the engine from {thresholds[k]} streams" if k in thresholds else "")
+            + (f"lanes take less CPU per GB from {pays[0]} stream(s)" if pays else "never less")
+            + f"; the server routes updates to the engine from {thresholds[k]} streams"
         )
     if vector:
         print("\nRouted as in the server (libcrypto below the kernel's threshold):\n")
