@@ -120,6 +120,22 @@ def on_kernel(name: str | None, min_streams: int, count: int, data: bytes, hashe
     return measure
 
 
+def print_figures(groups: dict[str, dict[int, Figures]], limit: float) -> None:
+    """A markdown table: a row per stream count, four columns per group of figures."""
+    header = ["streams"]
+    for name in groups:
+        header += [name, "× md5sum", "CPU s/GB", "per pass"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---:|" * len(header))
+    for n in STREAMS:
+        row = [str(n)]
+        for figures in groups.values():
+            f = figures[n]
+            per_pass = f"{f.per_pass:.1f}" if f.per_pass else "—"
+            row += [f"{f.rate:.0f} MB/s", f"{f.rate / limit:.2f}", f"{f.cpu_per_gb:.2f}", per_pass]
+        print("| " + " | ".join(row) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=32, help="MiB hashed by each stream")
@@ -141,41 +157,26 @@ def main() -> None:
 
     plain = {n: median_of(args.runs, on_kernel(None, 0, n, data, by_libcrypto)) for n in STREAMS}
     forced = {
-        (k, n): median_of(args.runs, on_kernel(k, 1, n, data, by_engine))
+        k: {n: median_of(args.runs, on_kernel(k, 1, n, data, by_engine)) for n in STREAMS}
         for k in kernels
-        for n in STREAMS
     }
     server = {
-        (k, n): median_of(args.runs, on_kernel(k, 0, n, data, routed))
+        k: {n: median_of(args.runs, on_kernel(k, 0, n, data, routed)) for n in STREAMS}
         for k in vector
-        for n in STREAMS
     }
     md5_lanes.use_kernel(default.name)
 
     print(f"md5sum, one stream (page-cached {args.mib} MiB file): {limit:.0f} MB/s\n")
     print("Every update into the kernel's lanes, even alone (MB/s aggregate, CPU s/GB, "
           "streams per pass):\n")  # fmt: skip
-    head = "| streams | libcrypto, a thread each | × md5sum | CPU s/GB |"
-    rule = "|---:|---:|---:|---:|"
-    for k in kernels:
-        head += f" {k} | CPU s/GB | per pass |"
-        rule += "---:|---:|---:|"
-    print(head)
-    print(rule)
-    for n in STREAMS:
-        p = plain[n]
-        line = f"| {n} | {p.rate:.0f} MB/s | {p.rate / limit:.2f} | {p.cpu_per_gb:.2f} |"
-        for k in kernels:
-            f = forced[k, n]
-            line += f" {f.rate:.0f} MB/s | {f.cpu_per_gb:.2f} | {f.per_pass or 1:.1f} |"
-        print(line)
+    print_figures({"libcrypto, a thread each": plain, **forced}, limit)
     print()
     for k in kernels:
-        one = forced[k, 1].cpu_per_gb / plain[1].cpu_per_gb
+        one = forced[k][1].cpu_per_gb / plain[1].cpu_per_gb
         if k not in thresholds:
             print(f"- {k}: one stream at a time, {one:.2f} × libcrypto's CPU per GB")
             continue
-        pays = [n for n in STREAMS if forced[k, n].cpu_per_gb < plain[n].cpu_per_gb]
+        pays = [n for n in STREAMS if forced[k][n].cpu_per_gb < plain[n].cpu_per_gb]
         print(
             f"- {k}: one stream in lanes costs {one:.2f} × libcrypto's CPU per GB; "
             + (f"lanes take less CPU per GB from {pays[0]} stream(s)" if pays else "never less")
@@ -183,15 +184,7 @@ def main() -> None:
         )
     if vector:
         print("\nRouted as in the server (libcrypto below the kernel's threshold):\n")
-        head = "| streams |" + "".join(f" {k} | × md5sum | CPU s/GB |" for k in vector)
-        print(head)
-        print("|---:|" + "---:|---:|---:|" * len(vector))
-        for n in STREAMS:
-            line = f"| {n} |"
-            for k in vector:
-                f = server[k, n]
-                line += f" {f.rate:.0f} MB/s | {f.rate / limit:.2f} | {f.cpu_per_gb:.2f} |"
-            print(line)
+        print_figures(server, limit)
     print()
     for line in cpu_lines():
         print(line)

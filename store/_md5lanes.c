@@ -192,8 +192,10 @@ static void count_bytes(md5_ctx *ctx, uint64_t n)
 /* A pass runs nblocks blocks of each of its lanes in lockstep: lane i starts with
  * state[0..3][i] at ptr[i] and moves step[i] bytes a block (an idle lane has step 0 and
  * rereads a dummy block whose result is thrown away). */
-typedef void (*pass_fn)(uint32_t state[4][MAX_LANES], const unsigned char *const ptr[MAX_LANES],
-                        const int64_t step[MAX_LANES], size_t nblocks);
+#define PASS_PARAMS \
+    uint32_t state[4][MAX_LANES], const unsigned char *const ptr[MAX_LANES], \
+        const int64_t step[MAX_LANES], size_t nblocks
+typedef void (*pass_fn)(PASS_PARAMS);
 
 #if HAVE_X86_KERNELS
 /* Words first..first+7 of the blocks at p[0..7], one vector a word: an 8x8 transpose of
@@ -221,7 +223,10 @@ __attribute__((target("avx2"), always_inline)) static inline void load_words_x8(
     }
 }
 
-/* An 8-lane pass (ymm registers); the function that expands it defines X, its md5 step. */
+/* An 8-lane pass (ymm registers) compiled for instruction set isa; X, its md5 step, is
+ * defined where it is expanded. */
+#define DEFINE_PASS_X8(name, isa) \
+    __attribute__((target(isa))) static void name(PASS_PARAMS) { PASS_X8_BODY }
 #define PASS_X8_BODY \
     __m256i a = _mm256_loadu_si256((const __m256i *)state[0]); \
     __m256i b = _mm256_loadu_si256((const __m256i *)state[1]); \
@@ -274,12 +279,7 @@ __attribute__((target("avx2"), always_inline)) static inline void load_words_x8(
     a = _mm256_add_epi32(a, _mm256_add_epi32(m[w], _mm256_set1_epi32((int)(k)))); \
     ROUND_X8_##f(a, b, c, d); \
     a = _mm256_add_epi32(ROTL_X8(a, s), b);
-__attribute__((target("avx2"))) static void pass_avx2(
-    uint32_t state[4][MAX_LANES], const unsigned char *const ptr[MAX_LANES],
-    const int64_t step[MAX_LANES], size_t nblocks)
-{
-    PASS_X8_BODY
-}
+DEFINE_PASS_X8(pass_avx2, "avx2")
 #undef X
 
 /* AVX-512: vpternlogd does each round function in one step (these are its truth tables
@@ -296,17 +296,10 @@ __attribute__((target("avx2"))) static void pass_avx2(
     KEEP(a); \
     a = _mm256_add_epi32(a, _mm256_ternarylogic_epi32(b, c, d, TL_##f)); \
     a = _mm256_add_epi32(_mm256_rol_epi32(a, s), b);
-__attribute__((target("avx512f,avx512vl"))) static void pass_avx512_x8(
-    uint32_t state[4][MAX_LANES], const unsigned char *const ptr[MAX_LANES],
-    const int64_t step[MAX_LANES], size_t nblocks)
-{
-    PASS_X8_BODY
-}
+DEFINE_PASS_X8(pass_avx512_x8, "avx512f,avx512vl")
 #undef X
 
-__attribute__((target("avx512f"))) static void pass_avx512_x16(
-    uint32_t state[4][MAX_LANES], const unsigned char *const ptr[MAX_LANES],
-    const int64_t step[MAX_LANES], size_t nblocks)
+__attribute__((target("avx512f"))) static void pass_avx512_x16(PASS_PARAMS)
 {
     __m512i a = _mm512_loadu_si512(state[0]), b = _mm512_loadu_si512(state[1]);
     __m512i c = _mm512_loadu_si512(state[2]), d = _mm512_loadu_si512(state[3]);

@@ -15,7 +15,7 @@ import random
 import shutil
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -68,6 +68,17 @@ def engine_md5(pieces: list[list[bytes]]) -> ResumableDigest:
 
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {key: after[key] - before[key] for key in after}
+
+
+def in_threads(count: int, work: Callable[[int], None]) -> dict[str, int]:
+    """``work(0)`` .. ``work(count - 1)`` in threads of their own; what the engine did."""
+    before = md5_lanes.stats()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return delta(before, md5_lanes.stats())
 
 
 def test_the_extension_is_built_where_a_compiler_is() -> None:
@@ -166,13 +177,7 @@ def test_many_streams_at_once_share_lanes(name: str) -> None:
 
     with on_kernel(name):
         min_streams = md5_lanes.kernel().min_streams
-        before = md5_lanes.stats()
-        threads = [threading.Thread(target=stream, args=(seed,)) for seed in range(20)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        done = delta(before, md5_lanes.stats())
+        done = in_threads(20, stream)
     assert failures == []
     assert done["updates"] >= 20 * 4
     if LANES[name]:
@@ -197,13 +202,7 @@ def test_more_streams_than_a_narrow_pass_take_a_wide_one(name: str) -> None:
         assert digest.state() == libcrypto_md5(data[index]).state()
 
     with on_kernel(name):
-        before = md5_lanes.stats()
-        threads = [threading.Thread(target=stream, args=(i,)) for i in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        done = delta(before, md5_lanes.stats())
+        done = in_threads(16, stream)
     assert done["lane_blocks"] > NARROW * done["pass_blocks"]
 
 
