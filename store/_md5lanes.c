@@ -410,9 +410,11 @@ static struct {
         int64_t at;
     } ring[RING];
     unsigned ring_next;
-    /* What the engine did: lockstep passes, blocks per lane in them, blocks hashed one
-     * stream at a time, updates taken by the engine and run by their caller. */
-    uint64_t passes, pass_blocks, lane_blocks, single_blocks, updates, inline_updates;
+    /* What the engine did: lockstep passes (those of more than NARROW lanes), blocks per
+     * lane in them, blocks hashed one stream at a time, updates taken by the engine and
+     * run by their caller. */
+    uint64_t passes, wide_passes, pass_blocks, lane_blocks, single_blocks, updates,
+        inline_updates;
 } engine = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 static const unsigned char idle_block[64];
@@ -580,7 +582,7 @@ static void *engine_main(void *unused)
         }
         if (nready == 0)
             continue;
-        uint64_t passes = 0, lane_blocks = 0, single_blocks = 0;
+        uint64_t passes = 0, wide_passes = 0, lane_blocks = 0, single_blocks = 0;
         if (k->narrow == NULL || nready < min_streams) {
             /* Too few streams to beat the plain chain (or no lanes at all). */
             for (int r = 0; r < nready; r++) {
@@ -600,11 +602,13 @@ static void *engine_main(void *unused)
                 int n = nready - r < width ? nready - r : width;
                 run_pass(pass, lanes, ready + r, n, nblocks);
                 passes++;
+                wide_passes += n > NARROW;
                 lane_blocks += nblocks * (uint64_t)n;
             }
         }
         pthread_mutex_lock(&engine.lock);
         engine.passes += passes;
+        engine.wide_passes += wide_passes;
         engine.pass_blocks += passes * nblocks;
         engine.lane_blocks += lane_blocks;
         engine.single_blocks += single_blocks;
@@ -827,10 +831,11 @@ static PyObject *py_stats(PyObject *self, PyObject *unused)
     (void)unused;
     pthread_mutex_lock(&engine.lock);
     PyObject *stats = Py_BuildValue(
-        "{sKsKsKsKsKsK}", "updates", (unsigned long long)engine.updates, "inline_updates",
-        (unsigned long long)engine.inline_updates, "passes",
-        (unsigned long long)engine.passes, "pass_blocks", (unsigned long long)engine.pass_blocks,
-        "lane_blocks", (unsigned long long)engine.lane_blocks, "single_blocks",
+        "{sKsKsKsKsKsKsK}", "updates", (unsigned long long)engine.updates, "inline_updates",
+        (unsigned long long)engine.inline_updates, "passes", (unsigned long long)engine.passes,
+        "wide_passes", (unsigned long long)engine.wide_passes, "pass_blocks",
+        (unsigned long long)engine.pass_blocks, "lane_blocks",
+        (unsigned long long)engine.lane_blocks, "single_blocks",
         (unsigned long long)engine.single_blocks);
     pthread_mutex_unlock(&engine.lock);
     return stats;

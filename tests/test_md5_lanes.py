@@ -183,6 +183,8 @@ def test_many_streams_at_once_share_lanes(name: str) -> None:
     if LANES[name]:
         assert done["passes"] > 0
         assert done["lane_blocks"] >= min_streams * done["pass_blocks"]
+        if LANES[name] == NARROW:
+            assert done["wide_passes"] == 0  # more streams take turns in 8 lanes
     else:
         assert done["passes"] == 0
         assert done["single_blocks"] >= 20 * 3 * 1024 * 1024 // 64 - 20 * 20
@@ -190,20 +192,23 @@ def test_many_streams_at_once_share_lanes(name: str) -> None:
 
 @pytest.mark.parametrize("name", [k for k in KERNELS if LANES[k] > NARROW])
 def test_more_streams_than_a_narrow_pass_take_a_wide_one(name: str) -> None:
-    """Sixteen streams that are all ready: passes of more than NARROW lanes ran (a mean
-    above NARROW streams per pass needs them)."""
-    data = [random.Random(seed).randbytes(4 * 1024 * 1024) for seed in range(16)]
+    """Sixteen streams of 16 MiB at once: while more than NARROW of them are in the
+    engine together, passes take them all."""
+    data = random.Random(16).randbytes(16 * 1024 * 1024)
+    expected = libcrypto_md5(data).state()
+    states: list[bytes] = []
     start = threading.Barrier(16)
 
-    def stream(index: int) -> None:
+    def stream(_: int) -> None:
         digest = new_md5()
         start.wait()
-        md5_lanes.update(digest._ctx, [data[index]], to_engine=True)
-        assert digest.state() == libcrypto_md5(data[index]).state()
+        md5_lanes.update(digest._ctx, [data], to_engine=True)
+        states.append(digest.state())
 
     with on_kernel(name):
         done = in_threads(16, stream)
-    assert done["lane_blocks"] > NARROW * done["pass_blocks"]
+    assert states == [expected] * 16
+    assert done["wide_passes"] > 0
 
 
 @pytest.mark.parametrize("name", KERNELS)
