@@ -199,8 +199,8 @@ typedef void (*pass_fn)(PASS_PARAMS);
 
 #if HAVE_X86_KERNELS
 /* Words first..first+7 of the blocks at p[0..7], one vector a word: an 8x8 transpose of
- * 32-bit elements. Loads and shuffles: gathers made the 16-lane pass 1.9x slower on
- * AMD Zen 4 and are slower still on Zen 2 and 3. */
+ * 32-bit elements. Loads and shuffles: with gathers the 16-lane pass took twice the
+ * CPU on AMD Zen 4. */
 __attribute__((target("avx2"), always_inline)) static inline void load_words_x8(
     __m256i out[8], const unsigned char *const p[8], int first)
 {
@@ -289,7 +289,7 @@ DEFINE_PASS_X8(pass_avx2, "avx2")
 #define TL_H 0x96 /* b ^ c ^ d */
 #define TL_I 0x39 /* c ^ (b | ~d) */
 
-/* Up to 8 streams: the same instructions on ymm registers (AVX-512VL), 1.4x as fast as
+/* Up to 8 streams: the same instructions on ymm registers (AVX-512VL), 1.3x as fast as
  * the zmm pass with 8 lanes busy on Zen 4, which splits zmm work in two halves. */
 #define X(f, a, b, c, d, w, k, s) \
     a = _mm256_add_epi32(a, _mm256_add_epi32(m[w], _mm256_set1_epi32((int)(k)))); \
