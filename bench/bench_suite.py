@@ -68,7 +68,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import requests
 
 from bench.bench_upload import Bench, dd_write, md5sum_twice
+from bench.machine import cpu_lines, load_average
 from protocol.headers import TUS_VERSION
+from store import md5_lanes
 from tests.servers import (
     TOKENS,
     RedisProcess,
@@ -133,10 +135,11 @@ def vm_hwm(pid: int) -> int:
 class Usage:
     """What a server's processes spent on one workload."""
 
-    cpu: float  # seconds, whole tree
+    cpu: float  # seconds: the server's process tree and its own Redis
     cpu_system: float  # the part of ``cpu`` spent in the kernel
-    cpu_by_pid: dict[int, float]
-    hwm_sum: int  # bytes: sum of VmHWM over the tree
+    cpu_redis: float  # the part of ``cpu`` spent by its Redis
+    cpu_by_pid: dict[int, float]  # the server's processes (not Redis)
+    hwm_sum: int  # bytes: sum of VmHWM over the server's tree
     hwm_max: int  # bytes: largest single process
     hwm_reset: bool  # False: VmHWM could not be reset, these are lifetime peaks
 
@@ -160,10 +163,14 @@ class Target:
         self._cpu_mark: dict[int, tuple[float, float]] = {}
         self._hwm_reset = False
 
+    def redis_pids(self) -> list[int]:
+        process = self.redis_proc.process if self.redis_proc is not None else None
+        return process_tree(process.pid) if process is not None else []
+
     def begin(self) -> None:
         """Mark the start of a workload: CPU baseline, peak RSS reset."""
         pids = process_tree(self.pid)
-        self._cpu_mark = {pid: cpu_seconds(pid) for pid in pids}
+        self._cpu_mark = {pid: cpu_seconds(pid) for pid in pids + self.redis_pids()}
         self._hwm_reset = True
         for pid in pids:
             try:
@@ -172,16 +179,23 @@ class Target:
                 self._hwm_reset = False
 
     def end(self) -> Usage:
-        pids = process_tree(self.pid)
+        pids, redis_pids = process_tree(self.pid), self.redis_pids()
         user: dict[int, float] = {}
         system: dict[int, float] = {}
-        for pid in pids:
+        for pid in pids + redis_pids:
             now, mark = cpu_seconds(pid), self._cpu_mark.get(pid, (0.0, 0.0))
             user[pid], system[pid] = now[0] - mark[0], now[1] - mark[1]
         spent = {pid: user[pid] + system[pid] for pid in pids}
+        redis = sum(user[pid] + system[pid] for pid in redis_pids)
         hwm = [vm_hwm(pid) for pid in pids]
         return Usage(
-            sum(spent.values()), sum(system.values()), spent, sum(hwm), max(hwm), self._hwm_reset
+            sum(spent.values()) + redis,
+            sum(system.values()),
+            redis,
+            spent,
+            sum(hwm),
+            max(hwm),
+            self._hwm_reset,
         )
 
 
@@ -304,7 +318,7 @@ def md5_note(counters: dict[str, float]) -> str:
         return ""
     per_pass = counters.get(f"{MD5_SERIES}lane_blocks_total", 0.0) / passes if passes else 0.0
     return (
-        f"; md5 lanes: {per_pass:.1f} streams per pass, "
+        f"md5 lanes: {per_pass:.1f} streams per pass, "
         f"{100 * lanes / (lanes + inline):.0f} % of block updates through the engine"
     )
 
@@ -625,8 +639,18 @@ class Runs:
     def cpu_system(self) -> float:
         return statistics.median(u.cpu_system for _, _, u in self.runs)
 
+    def cpu_redis(self) -> float:
+        return statistics.median(u.cpu_redis for _, _, u in self.runs)
+
     def cpu_per_gb(self) -> float:
         return statistics.median(u.cpu / (n / 1e9) for n, _, u in self.runs)
+
+    def cpu_text(self, node: Runs | None = None) -> str:
+        """CPU per GB (beside the Node server's for the same workload), then the seconds."""
+        vs_node = f" (× node {ratio(self.cpu_per_gb(), node.cpu_per_gb())})" if node else ""
+        return f"**{self.cpu_per_gb():.2f} s/GB**{vs_node}; " + cpu_text(
+            self.cpu(), self.cpu_system(), self.cpu_redis()
+        )
 
     def spread(self) -> str:
         rates = self.rates()
@@ -635,8 +659,8 @@ class Runs:
         return f"median of {len(rates)}: " + "/".join(f"{r:.0f}" for r in rates)
 
 
-def cpu_text(total: float, system: float, per_gb: float) -> str:
-    return f"{total:.1f} s, {system:.1f} of it sys ({per_gb:.2f} s/GB)"
+def cpu_text(total: float, system: float, redis: float) -> str:
+    return f"{total:.1f} s, {system:.1f} of it sys" + (f", Redis {redis:.2f}" if redis else "")
 
 
 def rss_text(usage: Usage) -> str:
@@ -662,8 +686,8 @@ def latency_text(values: list[float]) -> str:
 
 class Table:
     HEADER = (
-        "| workload | figure | limit (same run) | × limit | × node | server CPU | "
-        "server peak RSS | notes |"
+        "| workload | figure | limit (same run) | × limit | × node | server CPU (processes + "
+        "Redis) | server peak RSS | notes |"
     )
 
     def __init__(self) -> None:
@@ -733,13 +757,7 @@ def write_text(path: Path, nbytes: int) -> str:
     return md5.hexdigest()
 
 
-def machine_lines(started: float) -> list[str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+def machine_lines(started: float, md5: str) -> list[str]:
     mem = "?"
     with contextlib.suppress(OSError, IndexError):
         mem = f"{int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB"
@@ -752,8 +770,8 @@ def machine_lines(started: float) -> list[str]:
     import aiohttp
 
     return [
-        f"Machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}, "
-        f"{mem} RAM, {platform.system()} {platform.release()}.",
+        *cpu_lines(),
+        f"Machine: {mem} RAM, {platform.system()} {platform.release()}; md5 in the servers: {md5}.",
         f"Python {platform.python_version()} (aiohttp {aiohttp.__version__}, {loop}); "
         f"Node {node_version()} (@tus/server {node_package_version('server')}, "
         f"@tus/file-store {node_package_version('file-store')}).",
@@ -762,11 +780,12 @@ def machine_lines(started: float) -> list[str]:
     ]
 
 
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
+def md5_of_server(server: ServerProcess) -> str:
+    """What hashes md5 in the server, as its startup log says."""
+    for line in server.log_path.read_text(errors="replace").splitlines():
+        if "md5: " in line:
+            return line.split("md5: ", 1)[1].strip()
+    return "not logged"
 
 
 LOAD_AT_START = load_average()
@@ -787,14 +806,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, help="rounds of each workload (default 3; quick 1)")
     parser.add_argument("--profile", action="store_true", help="add py-spy profiles")
     parser.add_argument("--no-node", action="store_true", help="skip the Node reference server")
+    parser.add_argument("--parts", type=int, default=8, help="concurrent uploads (default 8)")
+    parser.add_argument("--part-mib", type=int, help="MiB of each (default 128; quick 32)")
+    parser.add_argument(
+        "--md5-kernel",
+        metavar="NAME[:N]",
+        help="the servers' md5 kernel (avx512, avx2, portable; N: routed to the engine from N "
+        "streams), as TUS_STAGING_MD5_KERNEL: e.g. avx2 to measure an AVX2-only CPU",
+    )
     args = parser.parse_args()
     if args.profile and not PY_SPY.exists():
         raise SystemExit(f"--profile needs py-spy at {PY_SPY}: pip install -e '.[bench]'")
     started = time.perf_counter()
     runs = args.runs or (1 if args.quick else 3)
     single_size = 256 * MiB if args.quick else GiB
-    part_size = 32 * MiB if args.quick else 128 * MiB
-    parts = 8
+    part_size = (args.part_mib or (32 if args.quick else 128)) * MiB
+    parts = args.parts
+    server_env = {md5_lanes.KERNEL_ENV: args.md5_kernel} if args.md5_kernel else {}
     huge = 0 if args.quick else 5 * GiB
     use_node = not args.no_node and node_version() != "none"
     if use_node:
@@ -811,8 +839,10 @@ def main() -> None:
         tokens = tmp / "tokens.txt"
         tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
         redis_1, redis_2 = RedisProcess(tmp / "redis-1"), RedisProcess(tmp / "redis-2")
-        server_1 = ServerProcess(tmp / "data-1", redis_1.url, tokens)
-        server_2 = ServerProcess(tmp / "data-2", redis_2.url, tokens, ["--workers", "2"])
+        server_1 = ServerProcess(tmp / "data-1", redis_1.url, tokens, env=server_env)
+        server_2 = ServerProcess(
+            tmp / "data-2", redis_2.url, tokens, ["--workers", "2"], env=server_env
+        )
         node = NodeServer(tmp / "node-data", tmp / "node.log")
         pool = multiprocessing.get_context("fork").Pool(parts)
         keep_logs = False
@@ -930,8 +960,8 @@ def main() -> None:
                     say(f"{huge_result.failure}; server log: {server_1.log_path}")
                     keep_logs = True
 
-            node_rate = node_patch.rate() if node_patch.runs else None
-            node_conc = conc[node_target.label].rate() if node_target else None
+            node_single_runs = node_patch if node_patch.runs else None
+            node_conc = conc[node_target.label] if node_target else None
 
             # The table.
             table.row(
@@ -942,16 +972,18 @@ def main() -> None:
                 "limit: `dd bs=4M conv=fdatasync` of it, same filesystem",
                 f"{dd_rate:.0f} MB/s", "—", "", "", "", "", "page-cached source → disk",
             )  # fmt: skip
-            limits = f"md5sum {md5sum_rate:.0f} / dd {dd_rate:.0f} MB/s"
+            # One upload can go no faster than the slower of its md5 and the disk.
+            limit = min(md5sum_rate, dd_rate)
+            limits = f"min(md5sum, dd) {limit:.0f} MB/s"
 
-            def throughput_row(label: str, r: Runs, vs_node: float | None, notes: str) -> None:
+            def throughput_row(label: str, r: Runs, node: Runs | None, notes: str) -> None:
                 table.row(
                     label,
                     f"**{r.rate():.0f} MB/s**",
                     limits,
-                    f"{ratio(r.rate(), md5sum_rate)} / {ratio(r.rate(), dd_rate)}",
-                    ratio(r.rate(), vs_node),
-                    cpu_text(r.cpu(), r.cpu_system(), r.cpu_per_gb()),
+                    ratio(r.rate(), limit),
+                    ratio(r.rate(), node.rate()) if node else "",
+                    r.cpu_text(node),
                     max_rss(r),
                     f"{r.spread()}; {notes}".rstrip("; "),
                 )
@@ -959,16 +991,17 @@ def main() -> None:
             fin = [t.after_drained for t in finalize_1 if t.after_drained is not None]
             throughput_row(
                 f"{single_label}, one PATCH (http.client 1 MiB sends), tus-staging -w 1",
-                one_patch, node_rate,
+                one_patch, node_single_runs,
                 f"md5 + line count + text detection; finalize (body read → 204) "
                 f"{median_ms(fin)}",
             )  # fmt: skip
             throughput_row(
                 f"{single_label} FASTQ-like text, one PATCH, tus-staging -w 1", text_patch,
-                node_rate, "the scanner works on every byte (binary files stop it at once)",
+                node_single_runs,
+                "the scanner works on every byte (binary files stop it at once)",
             )  # fmt: skip
             throughput_row(
-                f"{single_label}, tuspy 64 MiB chunks, tus-staging -w 1", tuspy, node_rate,
+                f"{single_label}, tuspy 64 MiB chunks, tus-staging -w 1", tuspy, node_single_runs,
                 f"{single_size // (64 * MiB)} PATCHes + POST + HEAD",
             )  # fmt: skip
             if node_patch.runs:
@@ -984,14 +1017,14 @@ def main() -> None:
                 if target is tus_2:
                     notes = (
                         f"× workers 1: {r.rate() / conc[tus_1.label].rate():.2f}; per process "
-                        f"(workers, then master) CPU s·connections held (8 PATCHes, the HEAD "
+                        f"(workers, then master) CPU s·connections held ({parts} PATCHes, the HEAD "
                         f"probe, idle keep-alives): {', '.join(r.extra)}"
                     )
                 if target is node_target:
                     notes = "no hashing, no fsync"
-                notes += md5_note(r.md5_counters)
+                notes = "; ".join(n for n in (notes, md5_note(r.md5_counters)) if n)
                 throughput_row(
-                    f"{conc_label} concurrent (8 client processes, one PATCH each), "
+                    f"{conc_label} concurrent ({parts} client processes, one PATCH each), "
                     f"{target.label}",
                     r, None if target is node_target else node_conc, notes,
                 )  # fmt: skip
@@ -1029,9 +1062,8 @@ def main() -> None:
                 table.row(
                     f"server peak RSS, {huge // GiB} GiB generated stream in one PATCH",
                     f"**{huge_usage.hwm_sum / 1e6:.0f} MB**", "target: < 200 MB", "", "",
-                    cpu_text(
-                        huge_usage.cpu, huge_usage.cpu_system, huge_usage.cpu / (huge / 1e9)
-                    ),
+                    f"{huge_usage.cpu / (huge / 1e9):.2f} s/GB; "
+                    + cpu_text(huge_usage.cpu, huge_usage.cpu_system, huge_usage.cpu_redis),
                     rss_text(huge_usage),
                     (huge_result.failure or f"{rate:.0f} MB/s ({ratio(rate, md5sum_rate)} × "
                      "md5sum), md5 checked; client generates + hashes too")
@@ -1047,13 +1079,19 @@ def main() -> None:
                 f"metadata on demand, {single_label} file put in staging/alice/ by hand",
                 meta, None, "GET /metadata/<name>: md5 + lines + text, one pass",
             )  # fmt: skip
-            footer = machine_lines(started)
+            footer = headlines(
+                single_label, one_patch, node_single_runs, limit, md5sum_rate, dd_rate,
+                conc_label, [(t.label, conc[t.label]) for t in (tus_1, tus_2)], node_conc,
+            )  # fmt: skip
+            footer += machine_lines(started, md5_of_server(server_1))
             footer.insert(
                 -1,
-                "Ratios: × limit = figure / md5sum and / dd; × node = figure / the Node server's "
-                "figure for the same workload in the same run. CPU: utime+stime of the server's "
-                "process tree (median per run). Peak RSS: VmHWM reset before each workload "
-                "(largest run). The clients run on the same machine, sharing its cores.",
+                "Ratios: × limit = figure / min(md5sum, dd fdatasync), the limit of one upload; "
+                "× node = figure / the Node server's figure for the same workload in the same "
+                "run. CPU: utime+stime of the server's process tree and of its Redis (median per "
+                "run); per GB uploaded. Peak RSS: VmHWM of the server's processes, reset before "
+                "each workload (largest run). The clients run on the same machine, sharing its "
+                "cores.",
             )
 
             table.print(footer)
@@ -1078,6 +1116,42 @@ def main() -> None:
                 with contextlib.suppress(Exception):
                     process.stop()
     say("done")
+
+
+def headlines(
+    single_label: str,
+    single: Runs,
+    node_single: Runs | None,
+    limit: float,
+    md5sum_rate: float,
+    dd_rate: float,
+    conc_label: str,
+    concurrent: list[tuple[str, Runs]],
+    node_conc: Runs | None,
+) -> list[str]:
+    """The figures the targets are about, each as a ratio to its limit or to Node's."""
+    lines = [
+        f"Headline: {single_label} in one PATCH {single.rate():.0f} MB/s = "
+        f"{single.rate() / limit:.2f} × min(md5sum {md5sum_rate:.0f}, dd fdatasync "
+        f"{dd_rate:.0f} MB/s) (target ≥ 0.75)"
+        + (
+            f", {single.rate() / node_single.rate():.2f} × Node's {node_single.rate():.0f} MB/s "
+            f"(target ≥ 0.75); server CPU {single.cpu_per_gb():.2f} s/GB, Node's "
+            f"{node_single.cpu_per_gb():.2f}."
+            if node_single
+            else "."
+        )
+    ]
+    for label, r in concurrent:
+        if node_conc is None:
+            break
+        lines.append(
+            f"Headline: {conc_label} concurrent, {label}: server CPU {r.cpu_per_gb():.2f} s/GB = "
+            f"{r.cpu_per_gb() / node_conc.cpu_per_gb():.2f} × Node's {node_conc.cpu_per_gb():.2f} "
+            f"(target ≤ 1.0); aggregate {r.rate():.0f} MB/s = {r.rate() / node_conc.rate():.2f} × "
+            f"Node's {node_conc.rate():.0f} (target ≥ 1.0)."
+        )
+    return [*lines, ""]
 
 
 def redis_note(r: Runs) -> str:

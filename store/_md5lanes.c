@@ -1,26 +1,37 @@
 /* Multi-buffer md5: the uploads a worker receives at once are hashed side by side.
  *
  * md5 is one long chain of dependent steps, so one stream cannot go faster than a core
- * runs that chain (~800 MB/s here). Independent streams can share the core: with
- * AVX-512 one instruction does the same step for 16 streams, one per 32-bit lane. A
- * vector step takes ~2.7x as long as a scalar one on this CPU, so lanes pay off from 3
- * streams on. While 3 or more uploads stream, one engine thread per process takes the
- * process's md5 updates, puts up to 16 of them in lanes and runs them in lockstep,
- * 64 KiB per lane at a time, so a new update joins within a fraction of a millisecond.
- * Otherwise each update runs MD5_Update in its caller's thread, as without the engine.
+ * runs that chain (~700 MB/s on AMD Zen 4). Independent streams can share the core: one
+ * vector instruction does the same step for several streams, one per 32-bit lane.
+ * Kernels, with what a pass costs in scalar blocks on Zen 4 (bench/bench_md5_lanes.py):
+ *
+ *   avx512   8 lanes on ymm registers (~1.1), 16 on zmm (~1.5) when more streams are ready
+ *   avx2     8 lanes (~1.3-1.4)
+ *   portable one stream at a time in plain C: no lanes, the engine's machinery only
+ *
+ * The best kernel this CPU has is chosen at import (set_kernel() picks another). While
+ * enough uploads stream for lanes to pay, one engine thread per process takes the
+ * process's md5 updates, puts them in lanes and runs them in lockstep, 64 KiB per lane
+ * at a time, so a new update joins within a fraction of a millisecond. Otherwise each
+ * update runs MD5_Update in its caller's thread, as without the engine.
  *
  * The contexts are OpenSSL's MD5_CTX, byte for byte (store/digest.py saves them raw to
  * Redis and finishes them with MD5_Final), so the engine and libcrypto can take turns
  * on the same digest.
  *
+ * Only the vector kernels need x86-64 (and GCC or clang): each is compiled for its own
+ * instruction set with a function attribute, so the module builds with plain -O3 and
+ * runs on any x86-64; elsewhere it builds with the portable kernel alone.
+ *
  * Python: update(ctx, chunks) blocks (without the GIL) until every chunk is hashed into
- * ctx; lanes() tells how many lanes this CPU gives (0: the engine is not usable here and
- * the caller keeps using libcrypto); stats() counts what the engine did.
+ * ctx; lanes() tells how many streams the kernel hashes side by side (0: no vector
+ * kernel here, the caller keeps using libcrypto); stats() counts what the engine did.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdint.h>
@@ -30,17 +41,22 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#define HAVE_X16 1
+#define HAVE_X86_KERNELS 1
 #else
-#define HAVE_X16 0
+#define HAVE_X86_KERNELS 0
 #endif
 
-#define LANES 16
+#define MAX_LANES 16
 /* Blocks run in lockstep before the engine looks for new work: 64 KiB per lane, so
  * a newly arrived update waits at most ~100 us for a lane. */
 #define SLICE_BLOCKS 1024
-/* Fewer ready streams than this are hashed one after the other, not in lanes. */
-#define X16_MIN_LANES 3
+/* Fewer ready streams than this are hashed one after the other, not in lanes, and
+ * fewer streaming uploads keep their updates in their callers' threads: a pass costs
+ * less than two scalar blocks, so two streams in lanes take less CPU than on their own
+ * (bench/bench_md5_lanes.py; in the server: bench/bench_md5_routing.py). */
+#define AVX512_MIN_STREAMS 2
+#define AVX2_MIN_STREAMS 2
+#define NEVER INT_MAX
 
 typedef struct {
     uint32_t A, B, C, D;
@@ -171,39 +187,139 @@ static void count_bytes(md5_ctx *ctx, uint64_t n)
     ctx->Nh = (uint32_t)(bits >> 32);
 }
 
-/* ---- sixteen streams ----------------------------------------------------------- */
+/* ---- several streams ----------------------------------------------------------- */
 
-#if HAVE_X16
-/* vpternlogd truth tables for the four round functions of (b, c, d). */
+/* A pass runs nblocks blocks of each of its lanes in lockstep: lane i starts with
+ * state[0..3][i] at ptr[i] and moves step[i] bytes a block (an idle lane has step 0 and
+ * rereads a dummy block whose result is thrown away). */
+#define PASS_PARAMS \
+    uint32_t state[4][MAX_LANES], const unsigned char *const ptr[MAX_LANES], \
+        const int64_t step[MAX_LANES], size_t nblocks
+typedef void (*pass_fn)(PASS_PARAMS);
+
+#if HAVE_X86_KERNELS
+/* Words first..first+7 of the blocks at p[0..7], one vector a word: an 8x8 transpose of
+ * 32-bit elements. Loads and shuffles: with gathers the 16-lane pass took twice the
+ * CPU on AMD Zen 4. */
+__attribute__((target("avx2"), always_inline)) static inline void load_words_x8(
+    __m256i out[8], const unsigned char *const p[8], int first)
+{
+    __m256i r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_si256((const __m256i *)(p[i] + 4 * first));
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]); /* words 0 1 | 4 5 of lanes i, i+1 */
+        t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]); /* words 2 3 | 6 7 */
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]); /* word 0 | 4 of lanes i..i+3 */
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]); /* word 1 | 5 */
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]); /* word 2 | 6 */
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]); /* word 3 | 7 */
+    }
+    for (int w = 0; w < 4; w++) {
+        out[w] = _mm256_permute2x128_si256(u[w], u[w + 4], 0x20);
+        out[w + 4] = _mm256_permute2x128_si256(u[w], u[w + 4], 0x31);
+    }
+}
+
+/* An 8-lane pass (ymm registers) compiled for instruction set isa; X, its md5 step, is
+ * defined where it is expanded. */
+#define DEFINE_PASS_X8(name, isa) \
+    __attribute__((target(isa))) static void name(PASS_PARAMS) { PASS_X8_BODY }
+#define PASS_X8_BODY \
+    __m256i a = _mm256_loadu_si256((const __m256i *)state[0]); \
+    __m256i b = _mm256_loadu_si256((const __m256i *)state[1]); \
+    __m256i c = _mm256_loadu_si256((const __m256i *)state[2]); \
+    __m256i d = _mm256_loadu_si256((const __m256i *)state[3]); \
+    const unsigned char *p[8]; \
+    memcpy(p, ptr, sizeof p); \
+    for (; nblocks; nblocks--) { \
+        __m256i m[16]; \
+        load_words_x8(m, p, 0); \
+        load_words_x8(m + 8, p, 8); \
+        for (int i = 0; i < 8; i++) \
+            p[i] += step[i]; \
+        __m256i a0 = a, b0 = b, c0 = c, d0 = d; \
+        MD5_STEPS \
+        a = _mm256_add_epi32(a, a0); \
+        b = _mm256_add_epi32(b, b0); \
+        c = _mm256_add_epi32(c, c0); \
+        d = _mm256_add_epi32(d, d0); \
+    } \
+    _mm256_storeu_si256((__m256i *)state[0], a); \
+    _mm256_storeu_si256((__m256i *)state[1], b); \
+    _mm256_storeu_si256((__m256i *)state[2], c); \
+    _mm256_storeu_si256((__m256i *)state[3], d);
+
+/* Keeps a + m + k off the dependency chain: GCC would otherwise add the round function
+ * to m first, and the step would wait for it. */
+#define KEEP(x) __asm__("" : "+v"(x))
+
+/* AVX2 has no three-input logic and no rotate: each round function is written so that
+ * only its last one or two operations wait for b, the value the previous step made. */
+#define ROTL_X8(x, s) _mm256_or_si256(_mm256_slli_epi32(x, s), _mm256_srli_epi32(x, 32 - (s)))
+#define ROUND_X8_F(a, b, c, d) \
+    KEEP(a); \
+    a = _mm256_add_epi32(a, _mm256_xor_si256(d, _mm256_and_si256(b, _mm256_xor_si256(c, d))))
+/* (b & d) | (c & ~d): the two halves share no bit, so they can be added one at a time. */
+#define ROUND_X8_G(a, b, c, d) \
+    a = _mm256_add_epi32(a, _mm256_andnot_si256(d, c)); \
+    KEEP(a); \
+    a = _mm256_add_epi32(a, _mm256_and_si256(b, d))
+#define ROUND_X8_H(a, b, c, d) \
+    KEEP(a); \
+    a = _mm256_add_epi32(a, _mm256_xor_si256(b, _mm256_xor_si256(c, d)))
+#define ROUND_X8_I(a, b, c, d) \
+    KEEP(a); \
+    a = _mm256_add_epi32( \
+        a, _mm256_xor_si256(c, _mm256_or_si256(b, _mm256_xor_si256(d, _mm256_set1_epi32(-1)))))
+
+#define X(f, a, b, c, d, w, k, s) \
+    a = _mm256_add_epi32(a, _mm256_add_epi32(m[w], _mm256_set1_epi32((int)(k)))); \
+    ROUND_X8_##f(a, b, c, d); \
+    a = _mm256_add_epi32(ROTL_X8(a, s), b);
+DEFINE_PASS_X8(pass_avx2, "avx2")
+#undef X
+
+/* AVX-512: vpternlogd does each round function in one step (these are its truth tables
+ * for b, c, d), vprold rotates in one. */
 #define TL_F 0xca /* b ? c : d */
 #define TL_G 0xe4 /* d ? b : c */
 #define TL_H 0x96 /* b ^ c ^ d */
 #define TL_I 0x39 /* c ^ (b | ~d) */
 
-__attribute__((target("avx512f"))) static void compress_x16(
-    uint32_t state[4][LANES], const unsigned char *const ptr[LANES], const int64_t step[LANES],
-    size_t nblocks)
+/* Up to 8 streams: the same instructions on ymm registers (AVX-512VL), 1.3x as fast as
+ * the zmm pass with 8 lanes busy on Zen 4, which splits zmm work in two halves. */
+#define X(f, a, b, c, d, w, k, s) \
+    a = _mm256_add_epi32(a, _mm256_add_epi32(m[w], _mm256_set1_epi32((int)(k)))); \
+    KEEP(a); \
+    a = _mm256_add_epi32(a, _mm256_ternarylogic_epi32(b, c, d, TL_##f)); \
+    a = _mm256_add_epi32(_mm256_rol_epi32(a, s), b);
+DEFINE_PASS_X8(pass_avx512_x8, "avx512f,avx512vl")
+#undef X
+
+__attribute__((target("avx512f"))) static void pass_avx512_x16(PASS_PARAMS)
 {
     __m512i a = _mm512_loadu_si512(state[0]), b = _mm512_loadu_si512(state[1]);
     __m512i c = _mm512_loadu_si512(state[2]), d = _mm512_loadu_si512(state[3]);
-    /* Lanes 0-7 and 8-15 as 64-bit addresses; an idle lane has step 0 and rereads a
-     * dummy block whose result is thrown away. */
-    __m512i lo = _mm512_loadu_si512((const void *)ptr);
-    __m512i hi = _mm512_loadu_si512((const void *)(ptr + 8));
-    const __m512i step_lo = _mm512_loadu_si512((const void *)step);
-    const __m512i step_hi = _mm512_loadu_si512((const void *)(step + 8));
+    const unsigned char *p[MAX_LANES];
+    memcpy(p, ptr, sizeof p);
     for (; nblocks; nblocks--) {
+        __m256i lo[16], hi[16]; /* lanes 0-7 and 8-15 */
+        load_words_x8(lo, p, 0);
+        load_words_x8(lo + 8, p, 8);
+        load_words_x8(hi, p + 8, 0);
+        load_words_x8(hi + 8, p + 8, 8);
         __m512i m[16];
-        for (int w = 0; w < 16; w++) {
-            const void *base = (const void *)(uintptr_t)(4 * w);
-            __m256i mlo = _mm512_i64gather_epi32(lo, base, 1);
-            __m256i mhi = _mm512_i64gather_epi32(hi, base, 1);
-            m[w] = _mm512_inserti64x4(_mm512_castsi256_si512(mlo), mhi, 1);
-        }
+        for (int w = 0; w < 16; w++)
+            m[w] = _mm512_inserti64x4(_mm512_castsi256_si512(lo[w]), hi[w], 1);
+        for (int i = 0; i < MAX_LANES; i++)
+            p[i] += step[i];
         __m512i a0 = a, b0 = b, c0 = c, d0 = d;
 #define X(f, a, b, c, d, w, k, s) \
     a = _mm512_add_epi32(a, _mm512_add_epi32(m[w], _mm512_set1_epi32((int)(k)))); \
-    __asm__("" : "+v"(a)); /* keep a + m + k off the chain: GCC would add F to m first */ \
+    KEEP(a); \
     a = _mm512_add_epi32(a, _mm512_ternarylogic_epi32(b, c, d, TL_##f)); \
     a = _mm512_add_epi32(_mm512_rol_epi32(a, s), b);
         MD5_STEPS
@@ -212,8 +328,6 @@ __attribute__((target("avx512f"))) static void compress_x16(
         b = _mm512_add_epi32(b, b0);
         c = _mm512_add_epi32(c, c0);
         d = _mm512_add_epi32(d, d0);
-        lo = _mm512_add_epi64(lo, step_lo);
-        hi = _mm512_add_epi64(hi, step_hi);
     }
     _mm512_storeu_si512(state[0], a);
     _mm512_storeu_si512(state[1], b);
@@ -221,18 +335,48 @@ __attribute__((target("avx512f"))) static void compress_x16(
     _mm512_storeu_si512(state[3], d);
 }
 
-static int cpu_has_x16(void)
+static int cpu_has_avx512(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
 }
-#else
-static int cpu_has_x16(void) { return 0; }
+
+static int cpu_has_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+}
 #endif
+
+static int cpu_any(void) { return 1; }
+
+#define NARROW 8 /* lanes of a narrow pass */
+
+typedef struct {
+    const char *name;
+    int (*available)(void); /* does this CPU run it */
+    pass_fn narrow; /* passes of up to NARROW streams (NULL: no lanes, one at a time) */
+    pass_fn wide; /* passes of more */
+    int width; /* lanes of a wide pass */
+    int min_streams; /* ready streams from which a pass beats hashing them one by one */
+} kernel;
+
+/* Best first: the first one this CPU runs is the default. */
+static const kernel kernels[] = {
+#if HAVE_X86_KERNELS
+    {"avx512", cpu_has_avx512, pass_avx512_x8, pass_avx512_x16, 16, AVX512_MIN_STREAMS},
+    {"avx2", cpu_has_avx2, pass_avx2, pass_avx2, NARROW, AVX2_MIN_STREAMS},
+#endif
+    {"portable", cpu_any, NULL, NULL, 0, NEVER},
+};
+#define NKERNELS (sizeof kernels / sizeof kernels[0])
 
 /* ---- the engine ---------------------------------------------------------------- */
 
-#define RECENT_NS 30000000L /* "recently": within the last 30 ms */
+/* "Recently": within the last second. Uploads on a busy host or a slow link send a
+ * block every 30-50 ms each: a shorter window (30 ms) missed most of them, and kept 8
+ * uploads' md5 out of the lanes. */
+#define RECENT_NS 1000000000L
 #define RING 64 /* arrivals remembered to count the streams */
 
 typedef int (*scalar_update_fn)(void *ctx, const void *data, size_t len);
@@ -258,16 +402,19 @@ static struct {
     job *head, *tail; /* updates waiting for a lane */
     int busy; /* lanes holding an update */
     pid_t pid; /* process whose engine thread runs (0: none yet) */
-    int lanes; /* LANES when the CPU has the instructions, else 0 */
+    const kernel *kernel; /* what the passes run on */
+    int min_streams; /* recent streams from which updates go to the engine */
     scalar_update_fn scalar; /* libcrypto's MD5_Update, for updates run by their caller */
     struct {
         const void *ctx;
         int64_t at;
     } ring[RING];
     unsigned ring_next;
-    /* What the engine did: lockstep passes, blocks per lane in them, blocks hashed one
-     * stream at a time, updates taken by the engine and run by their caller. */
-    uint64_t passes, pass_blocks, lane_blocks, single_blocks, updates, inline_updates;
+    /* What the engine did: lockstep passes (those of more than NARROW lanes), blocks per
+     * lane in them, blocks hashed one stream at a time, updates taken by the engine and
+     * run by their caller. */
+    uint64_t passes, wide_passes, pass_blocks, lane_blocks, single_blocks, updates,
+        inline_updates;
 } engine = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 static const unsigned char idle_block[64];
@@ -350,10 +497,10 @@ static void advance(lane *l, size_t nblocks)
 
 /* Lock held. Fill free lanes from the queue; wait while there is nothing to do. (Not
  * for company: holding updates 1-6 ms for more lanes to fill cost throughput.) */
-static void gather(lane lanes[LANES])
+static void gather(lane lanes[MAX_LANES])
 {
     for (;;) {
-        for (int i = 0; i < LANES && engine.head != NULL; i++) {
+        for (int i = 0; i < MAX_LANES && engine.head != NULL; i++) {
             if (lanes[i].job != NULL)
                 continue;
             job *j = engine.head;
@@ -370,82 +517,102 @@ static void gather(lane lanes[LANES])
     }
 }
 
+/* One lockstep pass of nblocks over the n lanes in which (at most the pass's width). */
+static void run_pass(pass_fn pass, lane lanes[MAX_LANES], const int *which, int n,
+                     size_t nblocks)
+{
+    uint32_t state[4][MAX_LANES];
+    const unsigned char *ptr[MAX_LANES];
+    int64_t step[MAX_LANES];
+    for (int i = 0; i < MAX_LANES; i++) {
+        md5_ctx *ctx = i < n ? lanes[which[i]].job->ctx : NULL;
+        state[0][i] = ctx ? ctx->A : 0;
+        state[1][i] = ctx ? ctx->B : 0;
+        state[2][i] = ctx ? ctx->C : 0;
+        state[3][i] = ctx ? ctx->D : 0;
+        ptr[i] = ctx ? lanes[which[i]].p : idle_block;
+        step[i] = ctx ? 64 : 0;
+    }
+    pass(state, ptr, step, nblocks);
+    for (int i = 0; i < n; i++) {
+        md5_ctx *ctx = lanes[which[i]].job->ctx;
+        ctx->A = state[0][i];
+        ctx->B = state[1][i];
+        ctx->C = state[2][i];
+        ctx->D = state[3][i];
+        advance(&lanes[which[i]], nblocks);
+    }
+}
+
 static void *engine_main(void *unused)
 {
     (void)unused;
-    lane lanes[LANES] = {0};
+    lane lanes[MAX_LANES] = {0};
     for (;;) {
         pthread_mutex_lock(&engine.lock);
         gather(lanes);
+        const kernel *k = engine.kernel; /* set_kernel() may change it between passes */
+        int min_streams = engine.min_streams;
         pthread_mutex_unlock(&engine.lock);
 
         size_t nblocks = SLICE_BLOCKS;
-        int ready = 0, finished = 0;
-        for (int i = 0; i < LANES; i++) {
+        int ready[MAX_LANES];
+        job *finished[MAX_LANES];
+        int nready = 0, nfinished = 0;
+        for (int i = 0; i < MAX_LANES; i++) {
             if (lanes[i].job == NULL)
                 continue;
             if (!settle(&lanes[i])) {
-                sem_post(&lanes[i].job->done);
+                finished[nfinished++] = lanes[i].job;
                 lanes[i].job = NULL;
-                finished++;
                 continue;
             }
             if (lanes[i].left / 64 < nblocks)
                 nblocks = lanes[i].left / 64;
-            ready++;
+            ready[nready++] = i;
         }
-        if (finished) {
+        if (nfinished) {
+            /* Free the lanes before waking their callers: an update that returned is no
+             * longer counted busy, so the caller's next one may run inline at once. */
             pthread_mutex_lock(&engine.lock);
-            engine.busy -= finished;
+            engine.busy -= nfinished;
             pthread_mutex_unlock(&engine.lock);
+            for (int f = 0; f < nfinished; f++)
+                sem_post(&finished[f]->done);
         }
-        if (ready == 0)
+        if (nready == 0)
             continue;
-        if (ready < X16_MIN_LANES) {
-            /* Too few streams to beat the plain chain, which is ~2.7x faster per stream
-             * than a vector lane (measured by bench/bench_md5_lanes.py). */
-            for (int i = 0; i < LANES; i++) {
-                lane *l = &lanes[i];
-                if (l->job == NULL || l->left < 64)
-                    continue;
+        uint64_t passes = 0, wide_passes = 0, lane_blocks = 0, single_blocks = 0;
+        if (k->narrow == NULL || nready < min_streams) {
+            /* Too few streams to beat the plain chain (or no lanes at all). */
+            for (int r = 0; r < nready; r++) {
+                lane *l = &lanes[ready[r]];
                 size_t whole = l->left / 64;
                 if (whole > SLICE_BLOCKS)
                     whole = SLICE_BLOCKS;
                 compress_one(l->job->ctx, l->p, whole);
                 advance(l, whole);
-                engine.single_blocks += whole;
+                single_blocks += whole;
             }
-            continue;
+        } else {
+            /* More ready lanes than a pass takes (AVX2: over 8) take turns. */
+            pass_fn pass = nready <= NARROW ? k->narrow : k->wide;
+            int width = nready <= NARROW ? NARROW : k->width;
+            for (int r = 0; r < nready; r += width) {
+                int n = nready - r < width ? nready - r : width;
+                run_pass(pass, lanes, ready + r, n, nblocks);
+                passes++;
+                wide_passes += n > NARROW;
+                lane_blocks += nblocks * (uint64_t)n;
+            }
         }
-#if HAVE_X16
-        uint32_t state[4][LANES];
-        const unsigned char *ptr[LANES];
-        int64_t step[LANES];
-        for (int i = 0; i < LANES; i++) {
-            md5_ctx *ctx = lanes[i].job ? lanes[i].job->ctx : NULL;
-            int on = ctx != NULL;
-            state[0][i] = on ? ctx->A : 0;
-            state[1][i] = on ? ctx->B : 0;
-            state[2][i] = on ? ctx->C : 0;
-            state[3][i] = on ? ctx->D : 0;
-            ptr[i] = on ? lanes[i].p : idle_block;
-            step[i] = on ? 64 : 0;
-        }
-        compress_x16(state, ptr, step, nblocks);
-        for (int i = 0; i < LANES; i++) {
-            md5_ctx *ctx = lanes[i].job ? lanes[i].job->ctx : NULL;
-            if (ctx == NULL)
-                continue;
-            ctx->A = state[0][i];
-            ctx->B = state[1][i];
-            ctx->C = state[2][i];
-            ctx->D = state[3][i];
-            advance(&lanes[i], nblocks);
-        }
-        engine.passes++;
-        engine.pass_blocks += nblocks;
-        engine.lane_blocks += nblocks * (uint64_t)ready;
-#endif
+        pthread_mutex_lock(&engine.lock);
+        engine.passes += passes;
+        engine.wide_passes += wide_passes;
+        engine.pass_blocks += passes * nblocks;
+        engine.lane_blocks += lane_blocks;
+        engine.single_blocks += single_blocks;
+        pthread_mutex_unlock(&engine.lock);
     }
     return NULL;
 }
@@ -454,12 +621,14 @@ static void *engine_main(void *unused)
 static void forget_engine_in_child(void)
 {
     scalar_update_fn scalar = engine.scalar;
-    int lanes = engine.lanes;
+    const kernel *k = engine.kernel;
+    int min_streams = engine.min_streams;
     memset(&engine, 0, sizeof engine);
     pthread_mutex_init(&engine.lock, NULL);
     pthread_cond_init(&engine.wake, NULL);
     engine.scalar = scalar;
-    engine.lanes = lanes;
+    engine.kernel = k;
+    engine.min_streams = min_streams;
 }
 
 /* Called with the lock held. */
@@ -489,7 +658,7 @@ static int run_job(job *j, int to_engine)
     note_arrival(j->ctx, now);
     scalar_update_fn scalar = engine.scalar; /* without it, everything goes to the engine */
     if (!to_engine && scalar && engine.busy == 0 && engine.head == NULL &&
-        recent_streams(now) < X16_MIN_LANES) {
+        recent_streams(now) < engine.min_streams) {
         engine.inline_updates++;
         pthread_mutex_unlock(&engine.lock);
         for (Py_ssize_t i = 0; i < j->nchunks; i++)
@@ -516,6 +685,23 @@ static int run_job(job *j, int to_engine)
     return 0;
 }
 
+/* The kernel called name, if this CPU runs it. */
+static const kernel *find_kernel(const char *name)
+{
+    for (size_t i = 0; i < NKERNELS; i++)
+        if (strcmp(kernels[i].name, name) == 0 && kernels[i].available())
+            return &kernels[i];
+    return NULL;
+}
+
+static const kernel *best_kernel(void)
+{
+    for (size_t i = 0; i < NKERNELS; i++)
+        if (kernels[i].available())
+            return &kernels[i];
+    return &kernels[NKERNELS - 1];
+}
+
 /* ---- Python -------------------------------------------------------------------- */
 
 static PyObject *py_update(PyObject *self, PyObject *args)
@@ -530,10 +716,6 @@ static PyObject *py_update(PyObject *self, PyObject *args)
     PyObject *seq = NULL;
     Py_buffer *chunks = NULL;
     Py_ssize_t held = 0;
-    if (engine.lanes == 0) {
-        PyErr_SetString(PyExc_RuntimeError, "md5 lanes are not available on this CPU");
-        goto out;
-    }
     if (ctx_view.len != (Py_ssize_t)sizeof(md5_ctx)) {
         PyErr_Format(PyExc_ValueError, "an MD5_CTX is %zu bytes, got %zd", sizeof(md5_ctx),
                      ctx_view.len);
@@ -580,7 +762,67 @@ static PyObject *py_lanes(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
-    return PyLong_FromLong(engine.lanes);
+    pthread_mutex_lock(&engine.lock);
+    int lanes = engine.kernel->width;
+    pthread_mutex_unlock(&engine.lock);
+    return PyLong_FromLong(lanes);
+}
+
+static PyObject *py_kernel(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    pthread_mutex_lock(&engine.lock);
+    const kernel *k = engine.kernel;
+    int min_streams = engine.min_streams;
+    pthread_mutex_unlock(&engine.lock);
+    return Py_BuildValue("(sii)", k->name, k->width,
+                         min_streams == NEVER ? 0 : min_streams);
+}
+
+static PyObject *py_kernels(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    PyObject *names = PyList_New(0);
+    for (size_t i = 0; names && i < NKERNELS; i++) {
+        if (!kernels[i].available())
+            continue;
+        PyObject *name = PyUnicode_FromString(kernels[i].name);
+        if (name == NULL || PyList_Append(names, name) < 0)
+            Py_CLEAR(names);
+        Py_XDECREF(name);
+    }
+    return names;
+}
+
+static PyObject *py_set_kernel(PyObject *self, PyObject *args)
+{
+    (void)self;
+    const char *name = NULL;
+    int min_streams = 0;
+    if (!PyArg_ParseTuple(args, "|zi:set_kernel", &name, &min_streams))
+        return NULL;
+    const kernel *k = name ? find_kernel(name) : best_kernel();
+    if (k == NULL) {
+        PyObject *names = py_kernels(NULL, NULL);
+        if (names)
+            PyErr_Format(PyExc_ValueError, "no md5 kernel %R on this CPU (it has %R)",
+                         PyTuple_GET_ITEM(args, 0), names);
+        Py_XDECREF(names);
+        return NULL;
+    }
+    if (min_streams < 0) {
+        PyErr_Format(PyExc_ValueError, "min_streams must be 1 or more (0: the kernel's own), "
+                                       "got %d", min_streams);
+        return NULL;
+    }
+    pthread_mutex_lock(&engine.lock);
+    engine.kernel = k;
+    engine.min_streams = min_streams ? min_streams : k->min_streams;
+    memset(engine.ring, 0, sizeof engine.ring); /* count the streams afresh */
+    pthread_mutex_unlock(&engine.lock);
+    Py_RETURN_NONE;
 }
 
 static PyObject *py_stats(PyObject *self, PyObject *unused)
@@ -589,10 +831,11 @@ static PyObject *py_stats(PyObject *self, PyObject *unused)
     (void)unused;
     pthread_mutex_lock(&engine.lock);
     PyObject *stats = Py_BuildValue(
-        "{sKsKsKsKsKsK}", "updates", (unsigned long long)engine.updates, "inline_updates",
-        (unsigned long long)engine.inline_updates, "passes",
-        (unsigned long long)engine.passes, "pass_blocks", (unsigned long long)engine.pass_blocks,
-        "lane_blocks", (unsigned long long)engine.lane_blocks, "single_blocks",
+        "{sKsKsKsKsKsKsK}", "updates", (unsigned long long)engine.updates, "inline_updates",
+        (unsigned long long)engine.inline_updates, "passes", (unsigned long long)engine.passes,
+        "wide_passes", (unsigned long long)engine.wide_passes, "pass_blocks",
+        (unsigned long long)engine.pass_blocks, "lane_blocks",
+        (unsigned long long)engine.lane_blocks, "single_blocks",
         (unsigned long long)engine.single_blocks);
     pthread_mutex_unlock(&engine.lock);
     return stats;
@@ -617,7 +860,15 @@ static PyMethodDef methods[] = {
     {"update", py_update, METH_VARARGS,
      "update(ctx, chunks, to_engine=False): hash each chunk into the MD5_CTX bytes ctx "
      "(blocks, GIL released); to_engine: never in the caller's thread"},
-    {"lanes", py_lanes, METH_NOARGS, "lanes(): streams hashed side by side (0: unavailable)"},
+    {"lanes", py_lanes, METH_NOARGS,
+     "lanes(): streams the kernel hashes side by side (0: none, one stream at a time)"},
+    {"kernel", py_kernel, METH_NOARGS,
+     "kernel(): (name, lanes, min_streams) of the kernel in use; min_streams: recent "
+     "streams from which updates go to the engine (0: never)"},
+    {"kernels", py_kernels, METH_NOARGS, "kernels(): names of the kernels this CPU runs, best first"},
+    {"set_kernel", py_set_kernel, METH_VARARGS,
+     "set_kernel(name=None, min_streams=0): hash on kernel name (None: the best here) from "
+     "min_streams recent streams on (0: from where it pays)"},
     {"stats", py_stats, METH_NOARGS, "stats(): counters of the engine in this process"},
     {NULL, NULL, 0, NULL},
 };
@@ -639,6 +890,7 @@ PyMODINIT_FUNC PyInit__md5lanes(void)
         pthread_atfork(NULL, NULL, forget_engine_in_child);
         forked_handler = 1;
     }
-    engine.lanes = cpu_has_x16() ? LANES : 0;
+    engine.kernel = best_kernel();
+    engine.min_streams = engine.kernel->min_streams;
     return PyModule_Create(&module);
 }
