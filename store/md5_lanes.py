@@ -9,14 +9,13 @@ finish exactly like libcrypto's (store/digest.py).
 It is used when the extension was built, the CPU has AVX-512 or AVX2 and the server was
 not started with ``--no-md5-lanes`` (``lanes() > 0``); otherwise md5 runs on libcrypto in
 the calling thread, as sha256 always does. The kernel is the best this CPU runs, or the
-one named by the environment variable ``TUS_STAGING_MD5_KERNEL`` (``avx512``, ``avx2``,
-``portable``: one stream at a time in plain C, no lanes; ``NAME:N`` also routes updates to
-the engine from N streams), read at import: for benchmarks and tests.
+one the server's ``--md5-kernel`` names (``avx512``, ``avx2``, ``portable``: one stream at a
+time in plain C, no lanes; ``NAME:N`` also routes updates to the engine from N streams):
+for benchmarks and tests.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -25,7 +24,7 @@ try:
 except ImportError:  # built without a C compiler, or on another platform
     _md5lanes = None
 
-KERNEL_ENV = "TUS_STAGING_MD5_KERNEL"
+KERNEL_ENV = "TUS_STAGING_MD5_KERNEL"  # --md5-kernel's variable, for benchmarks' servers
 
 _enabled = True
 
@@ -122,13 +121,9 @@ def stats() -> dict[str, int]:
 
 
 def use_kernel_setting(setting: str) -> None:
-    """Apply ``NAME`` or ``NAME:MIN_STREAMS`` (the form of ``TUS_STAGING_MD5_KERNEL``)."""
+    """Apply ``NAME`` or ``NAME:MIN_STREAMS`` (the form of ``--md5-kernel``)."""
     name, _, streams = setting.partition(":")
     try:
         use_kernel(name, min_streams=int(streams) if streams else 0)
     except ValueError as error:  # asked for: fail at start rather than hash on another
-        raise ValueError(f"{KERNEL_ENV}={setting!r}: {error}") from None
-
-
-if _md5lanes is not None and os.environ.get(KERNEL_ENV):
-    use_kernel_setting(os.environ[KERNEL_ENV])
+        raise ValueError(f"md5 kernel {setting!r}: {error}") from None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import importlib
 import multiprocessing
 import os
 import random
@@ -292,35 +291,25 @@ def test_refuses_a_kernel_it_cannot_run(name: str, min_streams: int, message: st
 
 
 @pytest.mark.parametrize("setting", ["portable", "portable:4", *KERNELS])
-def test_the_environment_picks_the_kernel(monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+def test_a_setting_picks_the_kernel(setting: str) -> None:
     name, _, streams = setting.partition(":")
     if name not in md5_lanes.kernels():
         pytest.skip(f"this CPU has no {name}")
-    monkeypatch.setenv(md5_lanes.KERNEL_ENV, setting)
     try:
-        importlib.reload(md5_lanes)
+        md5_lanes.use_kernel_setting(setting)
         current = md5_lanes.kernel()
         assert current is not None
         assert current.name == name
         if streams:
             assert current.min_streams == int(streams)
     finally:
-        monkeypatch.delenv(md5_lanes.KERNEL_ENV)
-        importlib.reload(md5_lanes)
         md5_lanes.use_kernel(None)
 
 
 @pytest.mark.parametrize("setting", ["avx1024", "portable:x", "avx2:-2"])
-def test_a_bad_kernel_setting_stops_the_start(
-    monkeypatch: pytest.MonkeyPatch, setting: str
-) -> None:
-    monkeypatch.setenv(md5_lanes.KERNEL_ENV, setting)
-    try:
-        with pytest.raises(ValueError, match=f"^{md5_lanes.KERNEL_ENV}='{setting}': "):
-            importlib.reload(md5_lanes)
-    finally:
-        monkeypatch.delenv(md5_lanes.KERNEL_ENV)
-        importlib.reload(md5_lanes)
+def test_a_bad_kernel_setting_is_refused(setting: str) -> None:
+    with pytest.raises(ValueError, match=f"^md5 kernel '{setting}': "):
+        md5_lanes.use_kernel_setting(setting)
     assert md5_lanes.kernel().name == md5_lanes.kernels()[0]  # unchanged
 
 

@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--base-path", default="/files/", help="URL path of the tus endpoint")
     serve.add_argument("--sha256", action="store_true", help="also compute sha256")
     serve.add_argument(
+        "--md5-kernel", metavar="NAME[:N]",
+        help="md5 lanes kernel (avx512, avx2, portable; default the best this CPU runs), "
+        "routed to from N streaming uploads: for benchmarks",
+    )  # fmt: skip
+    serve.add_argument(
         "--no-md5-lanes", action="store_true",
         help="hash md5 with libcrypto only, not in the multi-buffer lanes of concurrent uploads",
     )  # fmt: skip

@@ -32,6 +32,7 @@ class Config:
     max_reserved: int = 5 * 1024**4  # bytes unfinished uploads of one user may reserve; 0: none
     base_path: str = "/files/"
     sha256: bool = False  # also compute sha256 of every upload
+    md5_kernel: str | None = None  # NAME[:N] (store/md5_lanes.py); None: the best here
     no_md5_lanes: bool = False  # md5 on libcrypto only (store/md5_lanes.py off)
     block_size: int = 1 * MiB  # bytes per write + digest hop
     checkpoint_bytes: int = 64 * MiB  # fsync + commit every this many bytes of a PATCH

@@ -49,6 +49,11 @@ def serve(config: Config) -> int:
     except (ValueError, OSError) as error:
         raise SystemExit(f"tus-staging: {error}") from None
     md5_lanes.set_enabled(not config.no_md5_lanes)  # before gunicorn forks its workers
+    if config.md5_kernel:
+        try:
+            md5_lanes.use_kernel_setting(config.md5_kernel)
+        except ValueError as error:
+            raise SystemExit(f"--md5-kernel: {error}") from None
     log.info("md5: %s", md5_lanes.describe())
     log.info(
         "digest states: %s; write-behind: %s",
