@@ -107,13 +107,9 @@ class StreamState:
     def feed_all(self, chunks: Sequence[bytes], extra: BodyChecksum | None = None) -> None:
         """Feed a block's chunks (and to ``extra``, a request's own checksum), scanning in a
         second thread while this one hashes: the digests release the GIL, the scanner
-        holds it, so the two overlap and a text block costs the longer of the two, not
-        their sum. Binary files have nothing left to scan after their first block."""
-        if not self.scanner.is_text:
-            _scan(self.scanner, chunks)  # only advances the size
-            scanning = None
-        else:
-            scanning = _scan_pool().submit(_scan, self.scanner, chunks)
+        holds it, so the two overlap and a block costs the longer of the two, not their
+        sum (binary files still have their newlines counted)."""
+        scanning = _scan_pool().submit(_scan, self.scanner, chunks)
         try:
             for digest in self.digests.values():
                 digest.update_all(chunks)
@@ -121,8 +117,7 @@ class StreamState:
                 for chunk in chunks:
                     extra.update(chunk)
         finally:
-            if scanning is not None:
-                scanning.result()
+            scanning.result()
 
     def redis_fields(self) -> dict[str, bytes]:
         fields = {"scan": self.scanner.state()}

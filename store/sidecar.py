@@ -31,20 +31,25 @@ def metadata_record(
     upload_id: str | None,
     source: str,
 ) -> dict[str, Any]:
-    """The record served by GET /metadata and stored as the sidecar (see DESIGN.md)."""
+    """The record served by GET /metadata and stored as the sidecar (see DESIGN.md).
+
+    The KBase staging service's metadata file, key for key and type for type (``source``,
+    ``md5``, ``lineCount`` as a string, ``head``, ``tail``), with the listing fields and
+    our own (``isText``, ``uploadId``, ``sha256``) beside them: either service reads the
+    other's sidecars."""
     text = scan.is_text
     record: dict[str, Any] = {
+        "source": source,
+        "md5": digests["md5"],
+        "lineCount": str(scan.line_count),
+        "head": scan.head if text else NOT_TEXT,
+        "tail": tail_text(tail_bytes, at_file_start=size <= TAIL_BYTES) if text else NOT_TEXT,
         "name": relative.name,
         "path": f"{user}/{relative}",
         "mtime": int(mtime * 1000),
         "size": size,
         "isFolder": False,
-        "md5": digests["md5"],
-        "lineCount": scan.line_count,
         "isText": text,
-        "head": scan.head if text else NOT_TEXT,
-        "tail": tail_text(tail_bytes, at_file_start=size <= TAIL_BYTES) if text else NOT_TEXT,
-        "source": source,
         "uploadId": upload_id,
     }
     if "sha256" in digests:
