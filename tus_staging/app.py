@@ -81,7 +81,7 @@ def create_app(config: Config, redis_url: str) -> web.Application:
         redis = redis_client(redis_url)
         liveness = Liveness(redis)
         await liveness.start()
-        metadata = MetadataService(redis, layout, config.digest_names)
+        metadata = MetadataService(redis, config.digest_names)
         hooks = Hooks(config.hook_pre_create, config.hook_post_finish)
         events = Events(redis, hooks.post_finish)
         app[SERVICES] = Services(
@@ -127,5 +127,5 @@ def create_app(config: Config, redis_url: str) -> web.Application:
     app.router.add_post(f"{base}/{{upload_id}}", tus_endpoint.post_with_override)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    staging_api.add_routes(app.router)
+    staging_api.setup(app, config)
     return app

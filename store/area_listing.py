@@ -1,0 +1,145 @@
+"""Walking a user's staging area: the entries behind /list, /search, /existence, /similar.
+
+One walk for all of them, in the KBase staging service's entry shape: ``name``, ``path``
+(``user/relative``), ``mtime`` (ms), ``size``, ``isFolder``, and ``source`` on files.
+Iterative (any depth), sorted (folders first, then by name; a folder is followed by its
+own entries), and never through a link: a link is listed as what it points to when
+that is inside the area (and not listed otherwise), but a linked folder is not entered,
+so no tree is listed twice and no loop is walked. Entries that vanish during the walk
+are left out; sockets, FIFOs and devices are not listed.
+
+All calls block; the service runs a whole walk in one worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .sidecar import read_json_object
+
+UNKNOWN_SOURCE = "Unknown"  # as the KBase staging service says of files it did not receive
+JGI_SOURCE = "JGI import"
+
+
+def jgi_metadata_name(name: str) -> str:
+    """The JGI metadata file that sits beside a file imported from JGI."""
+    return f".{name}.jgi"
+
+
+def _inside(real_path: str, real_root: str) -> bool:
+    return real_path == real_root or real_path.startswith(real_root + os.sep)
+
+
+class AreaWalk:
+    """The entries below ``start`` (relative to the user's home), depth first."""
+
+    def __init__(
+        self,
+        home: Path,
+        metadata_home: Path,
+        start: PurePosixPath,
+        *,
+        show_hidden: bool,
+        max_depth: int | None = None,
+        with_source: bool = True,
+    ) -> None:
+        self.home = home
+        self.metadata_home = metadata_home
+        self.start = "" if start == PurePosixPath(".") else start.as_posix()
+        self.show_hidden = show_hidden
+        self.max_depth = max_depth
+        self.with_source = with_source
+        self.user = home.name
+        self.real_home = os.path.realpath(home)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """FileNotFoundError / NotADirectoryError when ``start`` is not a folder."""
+        stack = [iter(self._folder(self.start, must_exist=True))]
+        depth_of_top = 1
+        while stack:
+            item = next(stack[-1], None)
+            if item is None:
+                stack.pop()
+                depth_of_top -= 1
+                continue
+            record, walk_into = item
+            yield record
+            if walk_into is not None and (self.max_depth is None or depth_of_top < self.max_depth):
+                stack.append(iter(self._folder(walk_into)))
+                depth_of_top += 1
+
+    def _folder(
+        self, relative: str, must_exist: bool = False
+    ) -> list[tuple[dict[str, Any], str | None]]:
+        """The records of one folder, sorted, each with the relative path to walk into
+        (None for files and linked folders)."""
+        folder = os.path.join(self.home, relative) if relative else str(self.home)
+        try:
+            with os.scandir(folder) as scan:
+                items = list(scan)
+        except (FileNotFoundError, NotADirectoryError):
+            if must_exist:
+                raise
+            return []  # removed, or replaced by a file, since its parent was read
+        names = {item.name for item in items}
+        sidecars = self._sidecar_names(relative) if self.with_source else frozenset()
+        found = []
+        for item in items:
+            if not self.show_hidden and item.name.startswith("."):
+                continue
+            looked = self._stat(item)
+            if looked is None:
+                continue
+            info, linked = looked
+            child = f"{relative}/{item.name}" if relative else item.name
+            is_folder = stat.S_ISDIR(info.st_mode)
+            record: dict[str, Any] = {
+                "name": item.name,
+                "path": f"{self.user}/{child}",
+                "mtime": int(info.st_mtime * 1000),
+                "size": info.st_size,
+                "isFolder": is_folder,
+            }
+            if not is_folder and self.with_source:
+                record["source"] = self._source(relative, item.name, names, sidecars)
+            found.append((record, child if is_folder and not linked else None))
+        found.sort(key=lambda pair: (not pair[0]["isFolder"], pair[0]["name"]))
+        return found
+
+    def _stat(self, item: os.DirEntry[str]) -> tuple[os.stat_result, bool] | None:
+        """What to list an entry as, and whether it is a link; None to leave it out."""
+        try:
+            if item.is_symlink():
+                if not _inside(os.path.realpath(item.path), self.real_home):
+                    return None
+                info, linked = os.stat(item.path), True
+            else:
+                info, linked = item.stat(follow_symlinks=False), False
+        except OSError:  # vanished, or a dangling or looping link
+            return None
+        if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+            return None
+        return info, linked
+
+    def _sidecar_names(self, relative: str) -> frozenset[str]:
+        folder = os.path.join(self.metadata_home, relative) if relative else self.metadata_home
+        try:
+            with os.scandir(folder) as scan:
+                return frozenset(item.name for item in scan)
+        except OSError:
+            return frozenset()
+
+    def _source(self, relative: str, name: str, names: set[str], sidecars: frozenset[str]) -> str:
+        """Where a file came from, as its sidecar says; else as the KBase service guesses:
+        a JGI metadata file beside it means a JGI import."""
+        if name in sidecars:
+            record = read_json_object(self.metadata_home / relative / name)
+            if record is not None and isinstance(record.get("source"), str):
+                return record["source"]
+        if jgi_metadata_name(name) in names:
+            return JGI_SOURCE
+        return UNKNOWN_SOURCE

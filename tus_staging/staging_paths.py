@@ -1,0 +1,77 @@
+"""The one place where the staging routes turn request paths into places on disk.
+
+Every route that names a path comes through here: the path is relative to the caller's
+home (leading ``/`` ignored, ``/`` alone or nothing being the home itself), checked by the
+area's path policy (lexical rules, links that stay inside) and located both in the
+staging area and among the sidecars. Routes that create a name (a folder, a move's
+target, what an archive holds) also apply the upload destinations' naming rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from protocol.destination import validate_filename, validate_relative_dir
+from protocol.errors import Forbidden
+from store.layout import DataLayout
+
+HOME = PurePosixPath(".")
+# Written in KBase auth mode for the Globus sharing of the home; users may not remove,
+# replace or create it themselves.
+GLOBUS_ID = PurePosixPath(".globus_id")
+
+
+@dataclass(frozen=True)
+class AreaPath:
+    """A path in one user's area: as the user names it, and where it lives."""
+
+    user: str
+    relative: PurePosixPath
+    staged: Path  # in the staging area (not resolved: a final link stays a link)
+    sidecar: Path  # its metadata sidecar (or folder of sidecars)
+    home: Path  # the user's home in the staging area
+    metadata_home: Path  # the user's folder of sidecars
+
+    @property
+    def user_path(self) -> str:
+        """``user/relative`` as the KBase routes show paths (``user`` for the home)."""
+        return self.user if self.is_home else f"{self.user}/{self.relative}"
+
+    @property
+    def is_home(self) -> bool:
+        return self.relative == HOME
+
+    @property
+    def is_protected(self) -> bool:
+        return self.relative == GLOBUS_ID
+
+
+def relative_path(raw: str) -> PurePosixPath:
+    """A request's path text as a path relative to the home ("." for the home)."""
+    text = raw.lstrip("/")
+    return PurePosixPath(text) if text else HOME
+
+
+def locate(layout: DataLayout, user: str, relative: PurePosixPath) -> AreaPath:
+    """Where ``relative`` lives; UnsafePath (400) if it would leave the user's area."""
+    return AreaPath(
+        user=user,
+        relative=relative,
+        staged=layout.staged_path(user, relative),
+        sidecar=layout.sidecar_path(user, relative),
+        home=layout.user_home(user),
+        metadata_home=layout.sidecar_path(user, HOME),
+    )
+
+
+def new_name(relative: PurePosixPath, field: str = "path") -> PurePosixPath:
+    """``relative`` if a client may create an entry there (a folder, a move's target,
+    an archive member): the naming rules of upload destinations, and not the home or a
+    protected file. BadRequest (400) or Forbidden (403) otherwise."""
+    if relative == HOME:
+        raise Forbidden(f"{field} may not be the home folder")
+    if relative == GLOBUS_ID:
+        raise Forbidden(f"{field} may not be the protected file {GLOBUS_ID}")
+    directory = validate_relative_dir(relative.parent.as_posix(), field=field)
+    return directory / validate_filename(relative.name, field=field)
