@@ -32,12 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from store.area_listing import AreaWalk
 from tests.servers import RedisProcess, ServerProcess
+from tests.test_staging_isolation import make_folder_of_files
 from tus_staging.staging_browse import json_array
-
-SIDECAR = {
-    "source": "tus upload", "md5": "0" * 32, "lineCount": "1", "head": "x" * 200,
-    "tail": "x" * 200, "isFolder": False, "isText": True, "uploadId": "0" * 32,
-}  # fmt: skip
 
 
 def machine() -> list[str]:
@@ -51,16 +47,6 @@ def machine() -> list[str]:
         f"CPU flags: {info.get('flags', '?')}",
         f"Python {sys.version.split()[0]}",
     ]
-
-
-def make_folder(home: Path, meta: Path, count: int) -> None:
-    folder, sidecars = home / "big", meta / "big"
-    folder.mkdir(parents=True)
-    sidecars.mkdir(parents=True)
-    for i in range(count):
-        name = f"file-{i:06d}.fastq"
-        (folder / name).write_bytes(b"x")
-        (sidecars / name).write_text(json.dumps({**SIDECAR, "name": name}))
 
 
 def timed(job: Callable[[], object]) -> tuple[float, object]:
@@ -152,7 +138,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-list-") as temp:
         data = Path(temp) / "data"
         home, meta = data / "staging" / "local", data / "metadata" / "local"
-        make_folder(home, meta, args.files)
+        make_folder_of_files(home, meta, args.files)
         scan_time, _ = timed(lambda: bare_scan(home / "big"))
         read_time, _ = timed(lambda: read_sidecars(meta / "big"))
         walk = AreaWalk(home, meta, PurePosixPath("big"), show_hidden=False)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .area_files import replace_file_contents
 from .paths import ensure_dir
 from .scanner import NOT_TEXT, TAIL_BYTES, ScanResult, tail_text
 
@@ -61,17 +60,7 @@ def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
     """Temp file + fsync + rename: readers see the old document or the new one, never half.
     For sidecars, and for any small JSON state file that concurrent readers share."""
     ensure_dir(path.parent)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{id(record):x}.tmp")
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+    replace_file_contents(path, json.dumps(record, ensure_ascii=False).encode())
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from tus_staging.globus_link import RECHECK, RETRY, GlobusLinks
 from tus_staging.kbase_auth import KBaseAuth
 
 from .fake_auth import FakeAuthService
-from .servers import RedisProcess, ServerProcess
+from .servers import ServerProcess
 
 USERS = {"kb-linked": "linked", "kb-plain": "plain", "kb-crowd": "crowd"}
 IDENTS = {
@@ -33,18 +33,6 @@ IDENTS = {
 def auth_service() -> Iterator[FakeAuthService]:
     with FakeAuthService(dict(USERS), idents=IDENTS) as service:
         yield service
-
-
-@pytest.fixture
-def kbase_server(
-    tmp_path: Path, redis_proc: RedisProcess, auth_service: FakeAuthService
-) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        tmp_path / "data", redis_proc.url, None, ["--auth-url", auth_service.url]
-    )
-    server.start()
-    yield server
-    server.stop()
 
 
 def call(server: ServerProcess, token: str, route: str = "/test-auth", method: str = "GET", **kw):

@@ -36,13 +36,18 @@ def _remove_with_sidecar(where: AreaPath) -> bool:
     return removed
 
 
+def _changeable(where: AreaPath, verb: str) -> AreaPath:
+    """``where``, unless it is the home or the protected Globus link file (403)."""
+    if where.is_home:
+        raise Forbidden(f"cannot {verb} home directory")
+    if where.is_protected:
+        raise Forbidden(f"cannot {verb} protected file")
+    return where
+
+
 async def delete(request: web.Request) -> web.Response:
     who = await caller(request)
-    where = who.at(requested(request))
-    if where.is_home:
-        raise Forbidden("cannot delete home directory")
-    if where.is_protected:
-        raise Forbidden("cannot delete protected file")
+    where = _changeable(who.at(requested(request)), "delete")
     try:
         removed = await asyncio.to_thread(_remove_with_sidecar, where)
     except TreeChanged as error:
@@ -61,11 +66,7 @@ def _move_with_sidecar(source: AreaPath, target: AreaPath) -> None:
 
 async def move(request: web.Request) -> web.Response:
     who = await caller(request)
-    source = who.at(requested(request))
-    if source.is_home:
-        raise Forbidden("cannot rename or move home directory")
-    if source.is_protected:
-        raise Forbidden("cannot rename or move protected file")
+    source = _changeable(who.at(requested(request)), "rename or move")
     new_path = await body_field(request, "newPath")
     if new_path is None or not new_path.strip("/"):
         raise BadRequest("must provide newPath field in body")
