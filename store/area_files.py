@@ -131,8 +131,7 @@ def move_sidecar(source: Path, target: Path, root: Path) -> None:
     for _ in range(REMOVE_RESCANS):
         if not os.path.lexists(source):
             return
-        _clear_way(root, target.parent)
-        remove_path(target)
+        make_room(root, target)
         try:
             os.rename(source, target)
             return
@@ -140,6 +139,15 @@ def move_sidecar(source: Path, target: Path, root: Path) -> None:
             if error.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
                 raise
     remove_path(source)
+
+
+def make_room(root: Path, path: Path) -> None:
+    """Clear the place of a sidecar (or folder of sidecars) below ``root``: its folders
+    exist afterwards and nothing is at ``path``. What stood in the way was stale: sidecars
+    are a cache of what the staged files say."""
+    os.makedirs(root, exist_ok=True)
+    _clear_way(root, path.parent)
+    remove_path(path)
 
 
 def _clear_way(root: Path, folder: Path) -> None:

@@ -296,6 +296,20 @@ def test_kbase_service_sidecars_are_read_as_it_reads_them(server: ServerProcess,
     assert all(isinstance(ours[key], str) for key in ("source", "md5", "lineCount", "head", "tail"))
 
 
+def test_stale_sidecars_in_the_way_are_cleared(api: Api) -> None:
+    """A folder of sidecars where a file's sidecar goes (the folder was replaced by a file
+    by other means), or a sidecar file where a folder of them goes: stale, replaced."""
+    api.put_file("x", b"now a file\n")
+    (api.meta / "x").mkdir(parents=True)
+    (api.meta / "x" / "old.txt").write_text("{}")
+    api.put_file("y/z.txt", b"z\n")
+    (api.meta / "y").write_text('{"md5": "stale"}')
+    for relative, data in (("x", b"now a file\n"), ("y/z.txt", b"z\n")):
+        record = api.get(f"/metadata/{relative}").json()
+        assert record["md5"] == hashlib.md5(data).hexdigest()
+        assert json.loads((api.meta / relative).read_text()) == record
+
+
 def test_metadata_of_folder_and_missing(api: Api) -> None:
     (api.home / "folder").mkdir(parents=True)
     record = api.get("/metadata/folder").json()

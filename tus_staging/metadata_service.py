@@ -21,12 +21,13 @@ import hashlib
 import logging
 import os
 import stat
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from redis.asyncio import Redis
 
 from protocol.errors import ServiceUnavailable
-from store.area_files import entry
+from store.area_files import entry, make_room
 from store.area_listing import JGI_SOURCE, UNKNOWN_SOURCE, jgi_metadata_name
 from store.locks import LockLost, LockSettings, UploadLock, acquire_lock, renew_between
 from store.partial import StreamState
@@ -66,13 +67,16 @@ def _ms(info: os.stat_result) -> int:
     return int(info.st_mtime * 1000)
 
 
-def read_sidecar(path: os.PathLike[str]) -> tuple[dict[str, Any] | None, float]:
-    """The sidecar's record (None when missing or unreadable) and its own mtime."""
+def read_sidecar(path: Path) -> tuple[dict[str, Any] | None, float]:
+    """The sidecar's record (None when missing, unreadable, or a stale folder of sidecars
+    where a file is now) and its own mtime."""
     try:
-        sidecar_mtime = os.stat(path).st_mtime
+        info = os.stat(path)
     except OSError:
         return None, 0.0
-    return read_json_object(path), sidecar_mtime
+    if not stat.S_ISREG(info.st_mode):
+        return None, 0.0
+    return read_json_object(path), info.st_mtime
 
 
 def with_stat(record: dict[str, Any], where: AreaPath, info: os.stat_result) -> dict[str, Any]:
@@ -183,6 +187,8 @@ def _write_if_unchanged(where: AreaPath, info: os.stat_result, record: dict[str,
     describe it, and is not cached)."""
     after = os.stat(where.staged)
     if (after.st_size, after.st_mtime_ns) == (info.st_size, info.st_mtime_ns):
+        if not os.path.isfile(where.sidecar):  # something stale may be in its place
+            make_room(where.metadata_home, where.sidecar)
         write_json_atomically(where.sidecar, record)
 
 

@@ -55,13 +55,17 @@ def relative_path(raw: str) -> PurePosixPath:
 
 def locate(layout: DataLayout, user: str, relative: PurePosixPath) -> AreaPath:
     """Where ``relative`` lives; UnsafePath (400) if it would leave the user's area."""
+    staged = layout.staged_path(user, relative)  # the path policy: lexical rules and links
+    metadata_home = layout.sidecar_path(user, HOME)
     return AreaPath(
         user=user,
         relative=relative,
-        staged=layout.staged_path(user, relative),
-        sidecar=layout.sidecar_path(user, relative),
+        staged=staged,
+        # The same relative path among the sidecars, which only the service writes: a
+        # stale sidecar in the way is no reason to refuse (it is cleared when written).
+        sidecar=metadata_home.joinpath(*relative.parts),
         home=layout.user_home(user),
-        metadata_home=layout.sidecar_path(user, HOME),
+        metadata_home=metadata_home,
     )
 
 
