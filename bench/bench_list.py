@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -67,6 +68,27 @@ def read_sidecars(folder: Path) -> int:
             with open(item.path, "rb") as handle:
                 count += "source" in json.loads(handle.read())
     return count
+
+
+class Collections:
+    """The garbage collector's passes (they hold the GIL throughout), timed."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._started)
+
+    def __enter__(self) -> Collections:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
 
 
 async def stalls_while(job: Callable[[], object]) -> tuple[float, list[float]]:
@@ -156,13 +178,16 @@ def main() -> None:
             f"{idle[int(len(idle) * 0.99)] * 1000:.1f} ms, worst {idle[-1] * 1000:.1f} ms "
             "(the machine's own scheduling)"
         )
-        took, lateness = asyncio.run(stalls_while(lambda: json_array(walk)))
+        with Collections() as collections:
+            took, lateness = asyncio.run(stalls_while(lambda: json_array(walk)))
         lateness.sort()
         p99 = lateness[int(len(lateness) * 0.99)]
         print(
             f"walk + sliced encoding in a thread      {took:6.2f} s; the loop's 1 ms ticks "
             f"late by median {statistics.median(lateness) * 1000:.1f} ms, "
-            f"p99 {p99 * 1000:.1f} ms, worst {lateness[-1] * 1000:.1f} ms"
+            f"p99 {p99 * 1000:.1f} ms, worst {lateness[-1] * 1000:.1f} ms; "
+            f"{len(collections.pauses)} garbage collections meanwhile, the longest "
+            f"{max(collections.pauses, default=0) * 1000:.1f} ms"
         )
         took, lateness = asyncio.run(stalls_while(lambda: json.dumps(list(walk))))
         print(

@@ -17,6 +17,7 @@ import json
 import os
 import stat
 from collections.abc import Iterator
+from operator import itemgetter
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,10 +28,6 @@ JGI_SOURCE = "JGI import"
 def jgi_metadata_name(name: str) -> str:
     """The JGI metadata file that sits beside a file imported from JGI."""
     return f".{name}.jgi"
-
-
-def _name_of(pair: tuple[dict[str, Any], str | None]) -> str:
-    return pair[0]["name"]
 
 
 def _recorded_source(sidecar: str) -> str | None:
@@ -73,64 +70,70 @@ class AreaWalk:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """FileNotFoundError / NotADirectoryError when ``start`` is not a folder."""
-        stack = [iter(self._folder(self.start, must_exist=True))]
-        depth_of_top = 1
+        records, walk_into = self._folder(self.start, must_exist=True)
+        stack = [(iter(records), walk_into)]
         while stack:
-            item = next(stack[-1], None)
-            if item is None:
+            level, walk_into = stack[-1]
+            record = next(level, None)
+            if record is None:
                 stack.pop()
-                depth_of_top -= 1
                 continue
-            record, walk_into = item
             yield record
-            if walk_into is not None and (self.max_depth is None or depth_of_top < self.max_depth):
-                stack.append(iter(self._folder(walk_into)))
-                depth_of_top += 1
+            child = walk_into.get(record["name"]) if record["isFolder"] else None
+            if child is not None and (self.max_depth is None or len(stack) < self.max_depth):
+                records, deeper = self._folder(child)
+                stack.append((iter(records), deeper))
 
     def _folder(
         self, relative: str, must_exist: bool = False
-    ) -> list[tuple[dict[str, Any], str | None]]:
-        """The records of one folder, sorted, each with the relative path to walk into
-        (None for files and linked folders)."""
+    ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """The records of one folder, sorted, and the relative paths of the folders to walk
+        into, by name (linked folders are not walked into)."""
         folder = os.path.join(self.home, relative) if relative else str(self.home)
+        names: set[str] = set()
+        folders: list[dict[str, Any]] = []
+        files: list[dict[str, Any]] = []
+        walk_into: dict[str, str] = {}
         try:
+            # Entries are looked at as they come and not kept: fewer objects that live
+            # long enough for the garbage collector to walk them (it holds the GIL).
             with os.scandir(folder) as scan:
-                items = list(scan)
+                for item in scan:
+                    names.add(item.name)
+                    if not self.show_hidden and item.name.startswith("."):
+                        continue
+                    looked = self._stat(item)
+                    if looked is None:
+                        continue
+                    info, linked = looked
+                    child = f"{relative}/{item.name}" if relative else item.name
+                    is_folder = stat.S_ISDIR(info.st_mode)
+                    record = {
+                        "name": item.name,
+                        "path": f"{self.user}/{child}",
+                        "mtime": int(info.st_mtime * 1000),
+                        "size": info.st_size,
+                        "isFolder": is_folder,
+                    }
+                    if not is_folder:
+                        files.append(record)
+                    else:
+                        folders.append(record)
+                        if not linked:
+                            walk_into[item.name] = child
         except (FileNotFoundError, NotADirectoryError):
             if must_exist:
                 raise
-            return []  # removed, or replaced by a file, since its parent was read
-        names = {item.name for item in items}
-        sidecars = self._sidecar_names(relative) if self.with_source else frozenset()
-        folders: list[tuple[dict[str, Any], str | None]] = []
-        files: list[tuple[dict[str, Any], str | None]] = []
-        for item in items:
-            if not self.show_hidden and item.name.startswith("."):
-                continue
-            looked = self._stat(item)
-            if looked is None:
-                continue
-            info, linked = looked
-            child = f"{relative}/{item.name}" if relative else item.name
-            is_folder = stat.S_ISDIR(info.st_mode)
-            record: dict[str, Any] = {
-                "name": item.name,
-                "path": f"{self.user}/{child}",
-                "mtime": int(info.st_mtime * 1000),
-                "size": info.st_size,
-                "isFolder": is_folder,
-            }
-            if is_folder:
-                folders.append((record, None if linked else child))
-            else:
-                if self.with_source:
-                    record["source"] = self._source(relative, item.name, names, sidecars)
-                files.append((record, None))
+            return [], {}  # removed, or replaced by a file, since its parent was read
+        if self.with_source:
+            sidecars = self._sidecar_names(relative)
+            for record in files:
+                record["source"] = self._source(relative, record["name"], names, sidecars)
         # Plain string keys: the sort's comparisons run in C without a Python call each,
         # so even a folder of 50,000 entries holds the GIL for a few milliseconds only.
-        folders.sort(key=_name_of)
-        files.sort(key=_name_of)
-        return folders + files
+        folders.sort(key=itemgetter("name"))
+        files.sort(key=itemgetter("name"))
+        return folders + files, walk_into
 
     def _stat(self, item: os.DirEntry[str]) -> tuple[os.stat_result, bool] | None:
         """What to list an entry as, and whether it is a link; None to leave it out."""
