@@ -36,6 +36,7 @@ import os
 import stat
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from protocol.errors import BadRequest, Conflict, PayloadTooLarge
+from protocol.errors import BadRequest, Conflict, PayloadTooLarge, ServiceUnavailable
 
 from .area_files import move_no_replace, move_sidecar, remove_path
 from .area_listing import UNKNOWN_SOURCE
@@ -110,6 +111,8 @@ class Extraction:
     # Raises (BadRequest, Forbidden) for a path, relative to the archive's folder, that
     # the area does not allow to be created.
     check_name: Callable[[PurePosixPath], None]
+    # Set when the server stops: the extraction gives up between blocks, leaving nothing.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 def extract(job: Extraction) -> list[str]:
@@ -286,6 +289,8 @@ class _Members:
         fd = os.open(path, _NEW_FILE, 0o600)
         with open(fd, "wb", buffering=0) as out:
             while block := source.read(BLOCK):
+                if self.job.stopping.is_set():
+                    raise ServiceUnavailable("the server is stopping; decompress again later")
                 self.written += len(block)
                 if self.written > self.limits.max_bytes:
                     raise PayloadTooLarge(

@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import tarfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -20,7 +21,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.errors import BadRequest, Conflict, Forbidden, PayloadTooLarge, TusError
+from protocol.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TusError,
+)
 from store.archive import Extraction, ExtractionLimits, archive_kind, extract
 from tus_staging.staging_paths import new_name
 
@@ -52,7 +60,13 @@ class Area:
         path.write_bytes(data)
         return path
 
-    def extract(self, name: str, max_bytes: int = 64 * MiB, max_members: int = 1000) -> list[str]:
+    def extract(
+        self,
+        name: str,
+        max_bytes: int = 64 * MiB,
+        max_members: int = 1000,
+        stopping: threading.Event | None = None,
+    ) -> list[str]:
         job = Extraction(
             archive=self.dest / name,
             sidecars=self.meta / self.folder,
@@ -61,6 +75,7 @@ class Area:
             digest_names=["md5"],
             limits=ExtractionLimits(max_bytes, max_members),
             check_name=lambda member: new_name(self.folder / member, field="name"),
+            stopping=stopping or threading.Event(),
         )
         return extract(job)
 
@@ -447,3 +462,12 @@ def test_any_tar_lands_inside_or_is_refused(tmp_path_factory, entries) -> None:
             or os.path.realpath(path) == real_dest
         )
     area.untouched(*area.tree())
+
+
+def test_a_stopping_server_leaves_nothing_half_extracted(area: Area) -> None:
+    area.write("files.tar", files_tar())
+    stopping = threading.Event()
+    stopping.set()
+    with pytest.raises(ServiceUnavailable):
+        area.extract("files.tar", stopping=stopping)
+    area.untouched("files.tar")

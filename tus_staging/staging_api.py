@@ -26,9 +26,13 @@ def setup(app: web.Application, config: Config) -> None:
             raise SystemExit(f"--importer-mappings: {error}") from None
     app[STAGING] = StagingState(importers)
 
+    async def stop(app: web.Application) -> None:
+        app[STAGING].stopping.set()
+
     async def close(app: web.Application) -> None:
         app[STAGING].close()
 
+    app.on_shutdown.append(stop)
     app.on_cleanup.append(close)
     add_routes(app.router)
 

@@ -117,6 +117,7 @@ async def decompress(request: web.Request) -> web.Response:
         digest_names=config.digest_names,
         limits=ExtractionLimits(config.decompress_max_bytes, config.decompress_max_members),
         check_name=lambda member: new_name(folder / member, field="name"),
+        stopping=who.state.stopping,
     )
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(who.state.archives, extract, job)

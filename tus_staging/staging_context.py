@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ class StagingState:
     archives: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="archives")
     )
+    # Set at shutdown: extractions stop between blocks and clean up after themselves.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def close(self) -> None:
         self.walks.shutdown(wait=True, cancel_futures=True)
