@@ -47,7 +47,7 @@ from typing import Any, BinaryIO
 
 from protocol.errors import BadRequest, Conflict, PayloadTooLarge, ServiceUnavailable
 
-from .area_files import move_no_replace, move_sidecar, remove_path
+from .area_files import make_room, move_no_replace, move_sidecar, remove_path
 from .area_listing import UNKNOWN_SOURCE
 from .partial import StreamState
 from .scanner import TAIL_BYTES
@@ -104,6 +104,7 @@ class Extraction:
 
     archive: Path  # in the staging area
     sidecars: Path  # the sidecar folder of the archive's folder
+    metadata_home: Path  # the user's folder of sidecars (stale ones in the way are cleared)
     user: str
     folder: PurePosixPath  # the archive's folder, relative to the user's home
     digest_names: list[str]
@@ -122,7 +123,8 @@ def extract(job: Extraction) -> list[str]:
     temp = Path(tempfile.mkdtemp(prefix=".decompress-", suffix=".tmp", dir=folder))
     sidecar_temp = job.sidecars / temp.name
     try:
-        os.makedirs(sidecar_temp)
+        make_room(job.metadata_home, sidecar_temp)
+        os.mkdir(sidecar_temp)
         members = _Members(job, temp, sidecar_temp)
         try:
             if kind == "zip":

@@ -70,6 +70,7 @@ class Area:
         job = Extraction(
             archive=self.dest / name,
             sidecars=self.meta / self.folder,
+            metadata_home=self.meta,
             user="alice",
             folder=self.folder,
             digest_names=["md5"],
@@ -471,3 +472,11 @@ def test_a_stopping_server_leaves_nothing_half_extracted(area: Area) -> None:
     with pytest.raises(ServiceUnavailable):
         area.extract("files.tar", stopping=stopping)
     area.untouched("files.tar")
+
+
+def test_a_stale_sidecar_in_the_way_is_cleared(area: Area) -> None:
+    (area.meta / "in").rmdir()
+    (area.meta / "in").write_text('{"md5": "a sidecar file where a folder of them goes"}')
+    area.write("files.tar", files_tar())
+    assert area.extract("files.tar") == ["dir", "top.txt"]
+    assert json.loads((area.meta / "in" / "top.txt").read_text())["size"] == len(TEXT)

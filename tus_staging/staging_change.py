@@ -112,6 +112,7 @@ async def decompress(request: web.Request) -> web.Response:
     job = Extraction(
         archive=where.staged,
         sidecars=where.sidecar.parent,
+        metadata_home=where.metadata_home,
         user=who.user,
         folder=folder,
         digest_names=config.digest_names,
