@@ -20,11 +20,11 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import CIMultiDict
 
-from protocol.errors import BadRequest, NotFound
+from protocol.errors import BadRequest
 from store.area_listing import AreaWalk
 
 from .staging_context import caller, requested, show_hidden
-from .staging_paths import HOME, AreaPath, relative_path
+from .staging_paths import HOME, missing, relative_path
 
 ENCODE_SLICE = 500  # records per json.dumps call
 SIMILARITY_CUT_OFF = 0.75  # as the KBase staging service judges names alike
@@ -58,10 +58,6 @@ def depth_of(request: web.Request) -> int | None:
     if not _LEVELS.fullmatch(raw) or int(raw) < 1:
         raise BadRequest(f"depth must be a number of levels, 1 or more, not {raw!r}")
     return int(raw)
-
-
-def missing(where: AreaPath) -> NotFound:
-    return NotFound(f"path {where.user_path} does not exist")
 
 
 async def list_files(request: web.Request) -> web.Response:
@@ -140,11 +136,7 @@ def alike(name: str, other: str) -> bool:
 async def similar(request: web.Request) -> web.Response:
     """Files anywhere in the area whose names are like the given file's."""
     who = await caller(request)
-    where = who.at(requested(request))
-    if not await asyncio.to_thread(os.path.exists, where.staged):
-        raise missing(where)
-    if await asyncio.to_thread(os.path.isdir, where.staged):
-        raise BadRequest(f"{where.user_path} is a directory not a file")
+    where = await who.file_at(requested(request))
     walk = AreaWalk(where.home, where.metadata_home, HOME, show_hidden=False)
     name = where.relative.name
 
@@ -173,11 +165,7 @@ class NamedFileResponse(web.FileResponse):
 
 async def download(request: web.Request) -> web.StreamResponse:
     who = await caller(request)
-    where = who.at(requested(request))
-    if not await asyncio.to_thread(os.path.exists, where.staged):
-        raise missing(where)
-    if not await asyncio.to_thread(os.path.isfile, where.staged):
-        raise BadRequest(f"{where.user_path} is a directory not a file")
+    where = await who.file_at(requested(request))
     # Streamed with sendfile; Range requests answered (206/416). A download, never shown.
     return NamedFileResponse(
         where.staged,

@@ -101,11 +101,7 @@ async def mkdir(request: web.Request) -> web.Response:
 async def decompress(request: web.Request) -> web.Response:
     """Extract an archive beside itself (see store/archive.py for what is refused)."""
     who = await caller(request)
-    where = who.at(requested(request))
-    if not await asyncio.to_thread(os.path.exists, where.staged):
-        raise NotFound(f"path {where.user_path} does not exist")
-    if not await asyncio.to_thread(os.path.isfile, where.staged):
-        raise BadRequest(f"{where.user_path} is a directory not a file")
+    where = await who.file_at(requested(request))
     archive_kind(where.staged.name)  # 400 for a name that says no archive
     config = who.services.config
     folder = where.relative.parent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from .globus_link import GlobusLinks
 from .importer_mappings import ImporterMappings
 from .kbase_auth import KBaseAuth
 from .services import Services, authenticated_user, services_of
-from .staging_paths import AreaPath, locate, relative_path
+from .staging_paths import AreaPath, locate, missing, relative_path
 
 T = TypeVar("T")
 
@@ -62,6 +63,17 @@ class Caller:
         """Where ``relative`` lives in this user's area (400 if it would leave it)."""
         return locate(self.services.layout, self.user, relative)
 
+    async def file_at(self, relative: PurePosixPath) -> AreaPath:
+        """Where the file ``relative`` lives: 404 when nothing is there, 400 when it is
+        not a file (in the KBase service's words)."""
+        where = self.at(relative)
+        exists, is_file = await asyncio.to_thread(_exists_as_file, where.staged)
+        if not exists:
+            raise missing(where)
+        if not is_file:
+            raise BadRequest(f"{where.user_path} is a directory not a file")
+        return where
+
     async def walk(self, job: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.state.walks, job)
 
@@ -102,3 +114,7 @@ async def body_field(request: web.Request, name: str) -> str | None:
     else:
         value = (await request.post()).get(name)
     return value if isinstance(value, str) else None
+
+
+def _exists_as_file(path: os.PathLike[str]) -> tuple[bool, bool]:
+    return os.path.exists(path), os.path.isfile(path)

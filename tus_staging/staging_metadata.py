@@ -14,6 +14,7 @@ from store.area_listing import jgi_metadata_name
 from store.paths import UnsafePath
 
 from .staging_context import body_field, caller, requested
+from .staging_paths import missing
 
 MAX_JGI_METADATA = 16 * 1024 * 1024  # bytes of a .jgi file served
 
@@ -24,7 +25,7 @@ async def metadata(request: web.Request) -> web.Response:
     try:
         record = await who.services.metadata.metadata(where)
     except FileNotFoundError:
-        raise NotFound(f"path {where.user_path} does not exist") from None
+        raise missing(where) from None
     return web.json_response(record)
 
 

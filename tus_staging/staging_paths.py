@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from protocol.destination import validate_filename, validate_relative_dir
-from protocol.errors import Forbidden
+from protocol.errors import Forbidden, NotFound
 from store.layout import DataLayout
 
 HOME = PurePosixPath(".")
@@ -79,3 +79,8 @@ def new_name(relative: PurePosixPath, field: str = "path") -> PurePosixPath:
         raise Forbidden(f"{field} may not be the protected file {GLOBUS_ID}")
     directory = validate_relative_dir(relative.parent.as_posix(), field=field)
     return directory / validate_filename(relative.name, field=field)
+
+
+def missing(where: AreaPath) -> NotFound:
+    """The KBase service's 404 for a path that names nothing."""
+    return NotFound(f"path {where.user_path} does not exist")
