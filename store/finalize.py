@@ -26,6 +26,7 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import shutil
 import stat
 from pathlib import Path, PurePosixPath
@@ -36,9 +37,9 @@ from protocol.errors import Conflict, TusError
 from .crash_points import crash_point
 from .layout import DataLayout
 from .partial import StreamState, partial_path, stat_identity
-from .paths import UnsafePath, ensure_dir, open_dir_inside, twin_of
+from .paths import UnsafePath, ensure_dir, open_dir_inside, twin_of, user_root
 from .record import UploadRecord
-from .sidecar import metadata_record, read_tail, remove_sidecar, temp_name, write_sidecar
+from .sidecar import metadata_record, read_tail, remove_sidecar, write_sidecar
 
 SOURCE = "tus upload"
 COPY_BLOCK = 4 * 1024 * 1024
@@ -69,6 +70,12 @@ def prepare_result(record: UploadRecord, layout: DataLayout, stream: StreamState
         source=SOURCE,
     )
     return json.dumps(result, ensure_ascii=False).encode()
+
+
+def temp_name() -> str:
+    """A name for a file in the making beside its final one: short enough whatever the
+    final name's length (NAME_MAX), and never one a client can choose."""
+    return f".tus-staging-{secrets.token_hex(8)}.tmp"
 
 
 def _copy_across_filesystems(source: Path, folder: int, name: str) -> None:
@@ -150,7 +157,11 @@ def _write_result(
 ) -> None:
     result: dict[str, Any] = json.loads(record.result)
     result["mtime"] = int(info.st_mtime * 1000)
-    write_sidecar(layout, record.owner, relative, result)
+    write_sidecar(
+        layout.sidecar_path(record.owner, relative),
+        user_root(layout.metadata_dir, record.owner),
+        result,
+    )
 
 
 def _is_dir_at(folder: int, name: str) -> bool:

@@ -91,8 +91,8 @@ class StreamState:
                 extra.update(chunk)
 
     def scan_all(self, chunks: Sequence[bytes]) -> None:
-        """Feed a block's chunks to the scanner (holds the GIL; a binary file has nothing
-        left to scan after its first block, and only its size advances)."""
+        """Feed a block's chunks to the scanner (it holds the GIL; once a file is known
+        binary only its size and newlines are counted)."""
         for chunk in chunks:
             self.scanner.update(chunk)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from .area_files import remove_path
-from .paths import ensure_dir, user_root
+from .area_files import make_room, replace_file_contents
+from .paths import ensure_dir
 from .scanner import NOT_TEXT, TAIL_BYTES, ScanResult, tail_text
 
 if TYPE_CHECKING:
@@ -36,20 +35,25 @@ def metadata_record(
     upload_id: str | None,
     source: str,
 ) -> dict[str, Any]:
-    """The record served by GET /metadata and stored as the sidecar (see DESIGN.md)."""
+    """The record served by GET /metadata and stored as the sidecar (see DESIGN.md).
+
+    The KBase staging service's metadata file, key for key and type for type (``source``,
+    ``md5``, ``lineCount`` as a string, ``head``, ``tail``), with the listing fields and
+    our own (``isText``, ``uploadId``, ``sha256``) beside them: either service reads the
+    other's sidecars."""
     text = scan.is_text
     record: dict[str, Any] = {
+        "source": source,
+        "md5": digests["md5"],
+        "lineCount": str(scan.line_count),
+        "head": scan.head if text else NOT_TEXT,
+        "tail": tail_text(tail_bytes, at_file_start=size <= TAIL_BYTES) if text else NOT_TEXT,
         "name": relative.name,
         "path": f"{user}/{relative}",
         "mtime": int(mtime * 1000),
         "size": size,
         "isFolder": False,
-        "md5": digests["md5"],
-        "lineCount": scan.line_count,
         "isText": text,
-        "head": scan.head if text else NOT_TEXT,
-        "tail": tail_text(tail_bytes, at_file_start=size <= TAIL_BYTES) if text else NOT_TEXT,
-        "source": source,
         "uploadId": upload_id,
     }
     if "sha256" in digests:
@@ -57,27 +61,11 @@ def metadata_record(
     return record
 
 
-def temp_name() -> str:
-    """A name for a file in the making, beside its final one: short enough whatever the
-    final name's length (NAME_MAX), and never one a client can choose."""
-    return f".tus-staging-{secrets.token_hex(8)}.tmp"
-
-
 def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
     """Temp file + fsync + rename: readers see the old document or the new one, never half.
     For sidecars, and for any small JSON state file that concurrent readers share."""
     ensure_dir(path.parent)
-    temp = path.with_name(temp_name())
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+    replace_file_contents(path, json.dumps(record, ensure_ascii=False).encode())
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:
@@ -91,23 +79,17 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def write_sidecar(
-    layout: DataLayout, user: str, relative: PurePosixPath, record: dict[str, Any]
-) -> None:
-    """Write the sidecar of ``relative``. The metadata tree belongs to the server alone:
-    a stale sidecar standing where a folder is now needed (the file became a folder), or
-    a stale folder where the sidecar goes, is removed first."""
-    path = layout.sidecar_path(user, relative)
-    root = user_root(layout.metadata_dir, user)
-    for ancestor in reversed(path.relative_to(root).parents):
-        level = root / ancestor
-        if level != root and os.path.lexists(level) and not os.path.isdir(level):
-            remove_path(level)
-    if os.path.isdir(path) and not os.path.islink(path):
-        remove_path(path)
+def write_sidecar(path: Path, metadata_home: Path, record: dict[str, Any]) -> None:
+    """Write the sidecar at ``path`` (below the user's ``metadata_home``). The metadata
+    tree belongs to the server alone: a stale sidecar standing where a folder is now
+    needed (the file became a folder), or a stale folder where the sidecar goes, is
+    removed first."""
+    if not os.path.isfile(path):
+        make_room(metadata_home, path)
     write_json_atomically(path, record)
 
 
 def remove_sidecar(layout: DataLayout, user: str, relative: PurePosixPath) -> None:
+    """Remove the sidecar of ``relative`` if there is one."""
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         os.unlink(layout.sidecar_path(user, relative))

@@ -90,3 +90,14 @@ def md5_of(path: Path) -> str:
         while block := handle.read(4 * 1024 * 1024):
             digest.update(block)
     return digest.hexdigest()
+
+
+@pytest.fixture
+def kbase_server(tmp_path: Path, redis_proc: RedisProcess, auth_service) -> Iterator[ServerProcess]:
+    """A server in KBase auth mode against the module's own ``auth_service`` fixture."""
+    server = ServerProcess(
+        tmp_path / "data", redis_proc.url, None, ["--auth-url", auth_service.url]
+    )
+    server.start()
+    yield server
+    server.stop()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
 from .fake_auth import FakeAuthService
-from .servers import RedisProcess, ServerProcess
+from .servers import ServerProcess
 
 USERS = {"kb-token-1": "kbuser", "kb-token-2": "other"}
 
@@ -19,18 +18,6 @@ USERS = {"kb-token-1": "kbuser", "kb-token-2": "other"}
 def auth_service() -> Iterator[FakeAuthService]:
     with FakeAuthService(dict(USERS), cachefor_ms=1500) as service:
         yield service
-
-
-@pytest.fixture
-def kbase_server(
-    tmp_path: Path, redis_proc: RedisProcess, auth_service: FakeAuthService
-) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        tmp_path / "data", redis_proc.url, None, ["--auth-url", auth_service.url]
-    )
-    server.start()
-    yield server
-    server.stop()
 
 
 def whoami(server: ServerProcess, **kwargs) -> requests.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import tracemalloc
@@ -30,11 +31,10 @@ def reference(data: bytes) -> ScanResult:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = None
+    # Binary files count their lines too, as the KBase staging service does.
+    lines = sum(1 for _ in io.BytesIO(data))
     if text is None or any(b in CONTROL for b in data):
-        return ScanResult(is_text=False, line_count=None, head=NOT_TEXT)
-    if not data:
-        return ScanResult(is_text=True, line_count=0, head="")
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        return ScanResult(is_text=False, line_count=lines, head=NOT_TEXT)
     return ScanResult(is_text=True, line_count=lines, head=text[:HEAD_CHARS])
 
 
@@ -147,26 +147,33 @@ def test_allowed_whitespace_and_escape(allowed: int) -> None:
     ],
 )
 def test_invalid_utf8_is_binary(data: bytes) -> None:
-    assert scan_once(data) == ScanResult(False, None, NOT_TEXT)
+    assert scan_once(data) == ScanResult(False, 1, NOT_TEXT)
     assert scan_resuming([data[i : i + 1] for i in range(len(data))]) == ScanResult(
-        False, None, NOT_TEXT
+        False, 1, NOT_TEXT
     )
 
 
-def test_binary_stops_scanning_but_counts_size() -> None:
+def test_binary_counts_size_and_newlines_only() -> None:
     scanner = ContentScanner()
     scanner.update(b"line\n\x00")
     assert not scanner.is_text
     scanner.update(b"\n\n\n")
     scanner.update(memoryview(b"more\n"))
-    assert scanner.size == 14
-    assert scanner.newlines == 0
+    scanner.update(b"no newline")
+    assert scanner.size == 24
+    assert scanner.newlines == 5
     assert scanner.head == ""
     state = scanner.state()
     assert len(state) < 100
     restored = ContentScanner.from_state(state)
-    assert restored.size == 14 and not restored.is_text
-    assert restored.finish() == ScanResult(False, None, NOT_TEXT)
+    assert restored.size == 24 and not restored.is_text
+    assert restored.finish() == ScanResult(False, 6, NOT_TEXT)
+
+
+def test_binary_state_without_newline_count_is_refused() -> None:
+    # A state saved before binary files counted newlines: recomputed from the file.
+    with pytest.raises(ScannerStateError):
+        ContentScanner.from_state(b'{"v":1,"size":3,"text":false,"last":0}')
 
 
 def test_buffer_kinds() -> None:

@@ -125,7 +125,7 @@ def create_app(config: Config, redis_url: str) -> web.Application:
         redis = redis_client(redis_url)
         liveness = Liveness(redis)
         await liveness.start()
-        metadata = MetadataService(redis, layout, config.digest_names)
+        metadata = MetadataService(redis, config.digest_names)
         hooks = Hooks(config.hook_pre_create, config.hook_post_finish)
         uploads = Uploads(
             redis,
@@ -168,6 +168,6 @@ def create_app(config: Config, redis_url: str) -> web.Application:
     app.router.add_post(f"{base}/{{upload_id}}", tus_endpoint.post_with_override)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    staging_api.add_routes(app.router)
+    staging_api.setup(app, config)
     web_page.add_routes(app.router)
     return app

@@ -171,6 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--hook-post-finish", help="URL POSTed (with retries) after an upload is finished"
     )
+    serve.add_argument(
+        "--importer-mappings", type=Path,
+        help="KBase's supported_apps_w_extensions.json, for /importer_filetypes/ and "
+        "/importer_mappings/ (without it they answer 404)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--file-lifetime", type=int, help="days files are kept, as /file-lifetime tells"
+    )
+    serve.add_argument(
+        "--decompress-max-bytes", type=byte_size, default=256 * 1024 * MiB,
+        help="bytes one archive may expand to in /decompress (default 256G)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--decompress-max-members", type=int, default=100_000,
+        help="files, folders and links one archive may hold in /decompress",
+    )  # fmt: skip
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     serve.add_argument(
         "--log-format", default="text", choices=("text", "json"), help="log line format"

@@ -56,6 +56,12 @@ class Config:
     log_format: str = "text"  # or "json"
     log_level: str = "INFO"
     single_user: str | None = None  # set when neither tokens file nor auth url is given
+    # KBase's supported_apps_w_extensions.json, for /importer_filetypes/ and
+    # /importer_mappings/ (404 without it).
+    importer_mappings: Path | None = None
+    file_lifetime: int | None = None  # days files are kept, told by /file-lifetime
+    decompress_max_bytes: int = 256 * 1024 * MiB  # bytes one archive may expand to
+    decompress_max_members: int = 100_000  # entries one archive may hold
 
     @property
     def layout(self) -> DataLayout:

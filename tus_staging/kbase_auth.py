@@ -4,6 +4,9 @@
 "cachefor": ms}``. Answers are cached by the token's hash (never the token itself) for
 ``cachefor`` milliseconds and never past ``expires``. The service down → 503; a token
 it refuses → 401.
+
+The same service's ``/api/V2/me`` (beside ``/api/V2/token``) lists the identities linked
+to the account; the Globus one names the user's Globus share (see globus_link.py).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp import web
@@ -30,9 +34,17 @@ class CachedUser:
     valid_until: float  # monotonic clock
 
 
+def me_url(token_url: str) -> str:
+    """The account URL beside a token URL: ``…/api/V2/token`` → ``…/api/V2/me``."""
+    parts = urlsplit(token_url)
+    folder = parts.path.rstrip("/").rpartition("/")[0]
+    return urlunsplit((parts.scheme, parts.netloc, f"{folder}/me", "", ""))
+
+
 class KBaseAuth:
     def __init__(self, url: str, timeout: float = 10.0):
         self.url = url
+        self.me_url = me_url(url)
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._cache: dict[str, CachedUser] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -68,11 +80,33 @@ class KBaseAuth:
                 self._cache.clear()
         self._cache[key] = answer
 
-    async def _ask(self, token: str) -> CachedUser:
+    async def globus_usernames(self, token: str) -> list[str]:
+        """The Globus user names linked to the token's account (ServiceUnavailable when
+        the auth service cannot say)."""
+        try:
+            async with self._client().get(self.me_url, headers={"Authorization": token}) as answer:
+                if answer.status != 200:
+                    raise ServiceUnavailable(f"auth service answered {answer.status} for /me")
+                body = await answer.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise ServiceUnavailable(f"auth service unreachable: {type(error).__name__}") from None
+        idents = body.get("idents") if isinstance(body, dict) else None
+        return [
+            ident["provusername"]
+            for ident in (idents if isinstance(idents, list) else [])
+            if isinstance(ident, dict)
+            and ident.get("provider") == "Globus"
+            and isinstance(ident.get("provusername"), str)
+        ]
+
+    def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    async def _ask(self, token: str) -> CachedUser:
         try:
-            async with self._session.get(self.url, headers={"Authorization": token}) as answer:
+            async with self._client().get(self.url, headers={"Authorization": token}) as answer:
                 if answer.status in (401, 403):
                     raise Unauthorized("invalid token")
                 if answer.status >= 500:

@@ -2,10 +2,16 @@
 
 Files that came through tus have a sidecar already. Files dropped in by other means (a
 transfer service, a shell) get theirs here: one streaming pass in worker threads (one
-hop per block, constant memory), cached in the sidecar keyed by size + mtime. Requests
-for the same file share one computation — inside a worker through a shared future,
-across workers and hosts through a Redis lock on the path, after which the sidecar
-written by whoever computed it is read back.
+hop per block, constant memory), cached in the sidecar. Requests for the same file share
+one computation — inside a worker through a shared future, across workers and hosts
+through a Redis lock on the path, after which the sidecar written by whoever computed it
+is read back.
+
+Sidecars are the KBase staging service's metadata files (same place, keys and types):
+one of ours records the size and mtime it describes, one of the KBase service's does
+not and is judged as that service judges it, by its own mtime against the file's. What
+a stat says (name, path, mtime, size, isFolder) is always taken from the file itself,
+so a moved file's sidecar still describes it.
 """
 
 from __future__ import annotations
@@ -14,109 +20,174 @@ import asyncio
 import hashlib
 import logging
 import os
-from pathlib import Path, PurePosixPath
+import stat
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from redis.asyncio import Redis
 
 from protocol.errors import ServiceUnavailable
 from store.area_files import entry
-from store.layout import DataLayout
-from store.locks import LockLost, LockSettings, acquire_lock, renew_between
+from store.area_listing import JGI_SOURCE, UNKNOWN_SOURCE, jgi_metadata_name
+from store.locks import LockLost, LockSettings, UploadLock, acquire_lock, renew_between
 from store.partial import StreamState
-from store.sidecar import metadata_record, read_json_object, read_tail, write_json_atomically
+from store.sidecar import metadata_record, read_json_object, read_tail, write_sidecar
+
+from .staging_paths import AreaPath
 
 log = logging.getLogger("tus_staging.metadata")
 
 READ_BLOCK = 4 * 1024 * 1024
-OTHER_SOURCE = "Unknown"  # as the KBase staging service says of files it did not receive
 # A computation elsewhere may take minutes on a huge file: wait for it rather than redo it.
 COMPUTE_WAIT = 3600.0
+# What the KBase staging service expects of a complete metadata file (all strings).
+KBASE_KEYS = ("source", "md5", "lineCount", "head", "tail")
+# Kept when a stale sidecar is recomputed, as the KBase service keeps them.
+KEPT_KEYS = ("UPA",)
 
 
-def is_fresh(record: dict[str, Any] | None, info: os.stat_result) -> bool:
+def changed_since(record: dict[str, Any], info: os.stat_result, sidecar_mtime: float) -> bool:
+    """Whether the file changed after ``record`` was written about it: by the size and
+    mtime the record holds (our sidecars), else by the sidecar's own mtime (the KBase
+    service's rule, for its sidecars)."""
+    if "size" in record or "mtime" in record:
+        return record.get("size") != info.st_size or record.get("mtime") != _ms(info)
+    return sidecar_mtime < _ms(info) / 1000
+
+
+def is_fresh(record: dict[str, Any] | None, info: os.stat_result, sidecar_mtime: float) -> bool:
     return (
         record is not None
-        and isinstance(record.get("md5"), str)
-        and record.get("size") == info.st_size
-        and record.get("mtime") == int(info.st_mtime * 1000)
+        and all(isinstance(record.get(key), str) for key in KBASE_KEYS)
+        and not changed_since(record, info, sidecar_mtime)
     )
 
 
+def _ms(info: os.stat_result) -> int:
+    return int(info.st_mtime * 1000)
+
+
+def read_sidecar(path: Path) -> tuple[dict[str, Any] | None, float]:
+    """The sidecar's record (None when missing, unreadable, or a stale folder of sidecars
+    where a file is now) and its own mtime."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None, 0.0
+    if not stat.S_ISREG(info.st_mode):
+        return None, 0.0
+    return read_json_object(path), info.st_mtime
+
+
+def with_stat(record: dict[str, Any], where: AreaPath, info: os.stat_result) -> dict[str, Any]:
+    """``record`` with what the file's stat says now (the KBase service does the same)."""
+    return {**record, **entry(where.staged, where.home, info)}
+
+
+def determine_source(where: AreaPath) -> str:
+    """Where a file without a recorded source came from, as the KBase service guesses."""
+    jgi = where.staged.parent / jgi_metadata_name(where.staged.name)
+    return JGI_SOURCE if os.path.isfile(jgi) else UNKNOWN_SOURCE
+
+
 class MetadataService:
-    def __init__(self, redis: Redis, layout: DataLayout, digest_names: list[str]):
+    def __init__(self, redis: Redis, digest_names: list[str]):
         self.redis = redis
-        self.layout = layout
         self.digest_names = digest_names
         self.computations = 0  # passes over file contents by this worker
         self._in_flight: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
-    async def metadata(self, user: str, relative: PurePosixPath) -> dict[str, Any]:
-        """The record for a file or folder that exists (FileNotFoundError otherwise)."""
-        path = self.layout.staged_path(user, relative)
-        info = await asyncio.to_thread(os.stat, path)
-        if not os.path.isfile(path):
-            return await asyncio.to_thread(entry, path, self.layout.user_home(user), info)
-        sidecar = self.layout.sidecar_path(user, relative)
-        cached = await asyncio.to_thread(read_json_object, sidecar)
-        if is_fresh(cached, info):
-            assert cached is not None
-            return cached
-        key = f"{user}/{relative}"
+    async def metadata(self, where: AreaPath) -> dict[str, Any]:
+        """The record of a file or folder that exists (FileNotFoundError otherwise)."""
+        info = await asyncio.to_thread(os.stat, where.staged)
+        if not stat.S_ISREG(info.st_mode):
+            return await asyncio.to_thread(entry, where.staged, where.home, info)
+        cached, sidecar_mtime = await asyncio.to_thread(read_sidecar, where.sidecar)
+        if cached is not None and is_fresh(cached, info, sidecar_mtime):
+            return with_stat(cached, where, info)
+        key = where.user_path
         pending = self._in_flight.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(self._compute_once(user, relative, path, sidecar))
+            pending = asyncio.ensure_future(self._compute_once(where))
             self._in_flight[key] = pending
             pending.add_done_callback(lambda _: self._in_flight.pop(key, None))
         return await asyncio.shield(pending)
 
-    async def _compute_once(
-        self, user: str, relative: PurePosixPath, path: Path, sidecar: Path
-    ) -> dict[str, Any]:
-        name = "meta-" + hashlib.sha256(f"{user}\0{relative}".encode()).hexdigest()[:32]
-        lock = await acquire_lock(self.redis, name, LockSettings(wait=COMPUTE_WAIT))
+    async def define_upa(self, where: AreaPath, upa: str) -> None:
+        """Record the UPA (the workspace object made from the file) in its sidecar,
+        computing the rest first if the file has no fresh sidecar yet."""
+        lock = await self._lock(where)
         try:
-            info = await asyncio.to_thread(os.stat, path)
-            cached = await asyncio.to_thread(read_json_object, sidecar)
-            if is_fresh(cached, info):  # another worker computed it while we waited
-                assert cached is not None
-                return cached
-            self.computations += 1
-            log.info("computing metadata of %s/%s (%d bytes)", user, relative, info.st_size)
-            stream = StreamState.fresh(self.digest_names)
-            handle: BinaryIO = await asyncio.to_thread(open, path, "rb")
-            try:
-                size = await renew_between(lock, lambda: _feed_block(handle, stream))
-            except LockLost as error:  # Redis unreachable for most of a lock's TTL
-                raise ServiceUnavailable(f"metadata of {relative} not computed: {error}") from None
-            finally:
-                await asyncio.to_thread(handle.close)
-            scan = stream.scanner.finish()
-            tail = await asyncio.to_thread(read_tail, path, size) if scan.is_text else b""
-            record = metadata_record(
-                user=user,
-                relative=relative,
-                size=size,
-                mtime=info.st_mtime,
-                digests={n: d.hexdigest() for n, d in stream.digests.items()},
-                scan=scan,
-                tail_bytes=tail,
-                upload_id=None,
-                source=OTHER_SOURCE,
-            )
-            after = await asyncio.to_thread(os.stat, path)
-            if (
-                (after.st_size, after.st_mtime_ns)
-                == (info.st_size, info.st_mtime_ns)
-                == (
-                    size,
-                    info.st_mtime_ns,
-                )
-            ):
-                await asyncio.to_thread(write_json_atomically, sidecar, record)
-            return record  # a file that changed while read is not cached
+            record, info = await self._fresh_record(where, lock)
+            record["UPA"] = upa
+            await asyncio.to_thread(_write_if_unchanged, where, info, record)
         finally:
             await lock.release()
+
+    async def _lock(self, where: AreaPath) -> UploadLock:
+        digest = hashlib.sha256(f"{where.user}\0{where.relative}".encode()).hexdigest()[:32]
+        return await acquire_lock(self.redis, f"meta-{digest}", LockSettings(wait=COMPUTE_WAIT))
+
+    async def _compute_once(self, where: AreaPath) -> dict[str, Any]:
+        lock = await self._lock(where)
+        try:
+            record, _ = await self._fresh_record(where, lock)
+            return record
+        finally:
+            await lock.release()
+
+    async def _fresh_record(
+        self, where: AreaPath, lock: UploadLock
+    ) -> tuple[dict[str, Any], os.stat_result]:
+        """Under the path's lock: the fresh sidecar (another worker may have computed it
+        while we waited), else a new record, written as the sidecar."""
+        info = await asyncio.to_thread(os.stat, where.staged)
+        cached, sidecar_mtime = await asyncio.to_thread(read_sidecar, where.sidecar)
+        if cached is not None and is_fresh(cached, info, sidecar_mtime):
+            return with_stat(cached, where, info), info
+        self.computations += 1
+        log.info("computing metadata of %s (%d bytes)", where.user_path, info.st_size)
+        stream = StreamState.fresh(self.digest_names)
+        handle: BinaryIO = await asyncio.to_thread(open, where.staged, "rb")
+        try:
+            size = await renew_between(lock, lambda: _feed_block(handle, stream))
+        except LockLost as error:  # Redis unreachable for most of a lock's TTL
+            raise ServiceUnavailable(
+                f"metadata of {where.relative} not computed: {error}"
+            ) from None
+        finally:
+            await asyncio.to_thread(handle.close)
+        scan = stream.scanner.finish()
+        tail = await asyncio.to_thread(read_tail, where.staged, size) if scan.is_text else b""
+        # A sidecar that only lacks fields keeps its source; a stale one's is guessed anew.
+        source = None
+        if cached is not None and not changed_since(cached, info, sidecar_mtime):
+            source = cached.get("source")
+        if not isinstance(source, str):
+            source = await asyncio.to_thread(determine_source, where)
+        record = metadata_record(
+            user=where.user,
+            relative=where.relative,
+            size=size,
+            mtime=info.st_mtime,
+            digests={n: d.hexdigest() for n, d in stream.digests.items()},
+            scan=scan,
+            tail_bytes=tail,
+            upload_id=None,
+            source=source,
+        )
+        record.update({key: cached[key] for key in KEPT_KEYS if cached and key in cached})
+        if size == info.st_size:
+            await asyncio.to_thread(_write_if_unchanged, where, info, record)
+        return record, info
+
+
+def _write_if_unchanged(where: AreaPath, info: os.stat_result, record: dict[str, Any]) -> None:
+    """Write the sidecar, unless the file changed since ``info`` (then the record may not
+    describe it, and is not cached)."""
+    after = os.stat(where.staged)
+    if (after.st_size, after.st_mtime_ns) == (info.st_size, info.st_mtime_ns):
+        write_sidecar(where.sidecar, where.metadata_home, record)
 
 
 def _feed_block(handle: BinaryIO, stream: StreamState) -> int:
