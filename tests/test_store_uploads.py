@@ -84,7 +84,7 @@ async def test_an_upload_lands_with_its_metadata_and_its_record_expires(
     assert staged(uploads, "run/lines.txt").read_bytes() == data
     meta = sidecar(uploads, "run/lines.txt")
     assert meta["md5"] == hashlib.md5(data).hexdigest()
-    assert meta["lineCount"] == 500 and meta["uploadId"] == upload_id
+    assert meta["lineCount"] == "500" and meta["uploadId"] == upload_id
     # The staged record keeps what HEAD needs, not the digest and scanner states, and goes
     # after a day; its reservation is given back.
     fields = await redis.hkeys(upload_key(upload_id))
