@@ -41,7 +41,6 @@ from .paths import UnsafePath, ensure_dir, open_dir_inside, twin_of, user_root
 from .record import UploadRecord
 from .sidecar import metadata_record, read_tail, remove_sidecar, write_sidecar
 
-SOURCE = "tus upload"
 COPY_BLOCK = 4 * 1024 * 1024
 # Times a move is tried again when its folder vanished under it (removed or moved away
 # by the user at that very moment).
@@ -67,7 +66,7 @@ def prepare_result(record: UploadRecord, layout: DataLayout, stream: StreamState
         scan=scan,
         tail_bytes=tail,
         upload_id=record.id,
-        source=SOURCE,
+        source=record.source,
     )
     return json.dumps(result, ensure_ascii=False).encode()
 

@@ -17,6 +17,7 @@ from typing import ClassVar
 from protocol.lifecycle import UploadKind, UploadState
 
 DIGEST_FIELD_PREFIX = "digest:"
+TUS_SOURCE = "tus upload"  # the metadata record's source of a file that came by upload
 
 
 def new_upload_id() -> str:
@@ -57,6 +58,7 @@ class UploadRecord:
     parts: list[str] = field(default_factory=list)  # a final upload's partial upload ids
     # The staged file's metadata record (JSON), fixed when finalizing starts.
     result: bytes = b""
+    source: str = TUS_SOURCE  # how the file came, as its metadata record says
 
     # Attribute -> its hash fields. One entry per attribute: the whole encoding.
     _ENCODERS: ClassVar[dict[str, Callable[[UploadRecord], dict[str, bytes]]]] = {
@@ -78,6 +80,7 @@ class UploadRecord:
         "concat": lambda r: {"concat": _text(r.concat)},
         "parts": lambda r: {"parts": _text(" ".join(r.parts))},
         "result": lambda r: {"result": r.result},
+        "source": lambda r: {"source": _text(r.source)},
     }
 
     @classmethod
@@ -92,6 +95,7 @@ class UploadRecord:
         concat: str = "",
         parts: list[str] | None = None,
         now: float | None = None,
+        source: str = "",
     ) -> UploadRecord:
         """A fresh upload at offset 0 with a new id, expiring ``expire_after`` from now."""
         now = time.time() if now is None else now
@@ -107,6 +111,7 @@ class UploadRecord:
             expires=now + expire_after,
             concat=concat,
             parts=list(parts or []),
+            source=source or TUS_SOURCE,
         )
 
     @property
@@ -169,4 +174,5 @@ class UploadRecord:
             concat=text("concat"),
             parts=text("parts").split(),
             result=raw.get(b"result", b""),
+            source=text("source") or TUS_SOURCE,
         )

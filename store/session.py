@@ -92,9 +92,13 @@ class UploadSession:
         self,
         checksum: ExpectedChecksum | None = None,
         on_commit: Callable[[int], None] | None = None,
+        *,
+        renewed: bool = False,
     ) -> AsyncIterator[Appender]:
         """Append a body at the committed offset: the partial file is trimmed to it (bytes
-        past it are a crashed or displaced writer's, never ours)."""
+        past it are a crashed or displaced writer's, never ours). ``renewed``: the lock is
+        renewed in the background, for a caller that cannot stop reading to renew it
+        while its client is silent (a multipart part)."""
         self.check(UploadEvent.APPEND)
         stream = await self.stream_state()
         self._stream = None  # it moves with the writer from here on
@@ -110,7 +114,8 @@ class UploadSession:
             on_commit,
         )
         try:
-            yield appender
+            async with keep_renewed(self.lock) if renewed else contextlib.nullcontext():
+                yield appender
         except BaseException:
             await appender.settle_after_error()
             raise

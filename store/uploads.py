@@ -111,9 +111,11 @@ class Uploads:
         metadata: str,
         destination: PurePosixPath | None,
         kind: UploadKind = UploadKind.PLAIN,
+        source: str = "",
     ) -> UploadRecord:
         """A new upload at offset 0 with an empty partial file (``destination`` None for a
-        concatenation's partial upload, which is never staged)."""
+        concatenation's partial upload, which is never staged; ``source`` what its metadata
+        record will say of how it came, the default "tus upload")."""
         if length is not None:
             self.check_size(length)
         if destination is not None:
@@ -126,6 +128,7 @@ class Uploads:
             expire_after=self.settings.expire_after,
             concat="partial" if kind is UploadKind.PART else "",
             now=self.clock(),
+            source=source,
         )
         record.digest_states, record.scan_state = StreamState.fresh(
             list(self.settings.digest_names)

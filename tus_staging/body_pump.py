@@ -140,3 +140,28 @@ async def pump_body(
             block = Block()
             if (end := asked_to_stop()) is not None:
                 return end
+
+
+async def pump_part(
+    part: aiohttp.BodyPartReader, appender: Appender, block_size: int, limit: int | None
+) -> BodyEnd:
+    """Stream one part of a multipart body into ``appender`` (whose lock is renewed in the
+    background: a part cannot be left mid-read). A silent client is the edge's body
+    deadline's (its TimeoutError propagates: 408)."""
+    block = Block()
+    received = appender.offset
+    while True:
+        try:
+            chunk = await part.read_chunk(block_size)
+        except (aiohttp.ClientPayloadError, ConnectionError, asyncio.IncompleteReadError):
+            return BodyEnd.DISCONNECTED
+        if not chunk:
+            await appender.append(block.chunks)
+            return BodyEnd.COMPLETE
+        if limit is not None and received + len(chunk) > limit:
+            return BodyEnd.TOO_LARGE
+        received += len(chunk)
+        block.add(chunk)
+        if block.size >= block_size:
+            await appender.append(block.chunks)
+            block = Block()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import staging_browse, staging_change, staging_info, staging_metadata
+from . import staging_browse, staging_change, staging_info, staging_metadata, staging_upload
 from .config import Config
 from .importer_mappings import ImporterMappings, MappingsFileError
 from .staging_context import STAGING, StagingState
@@ -58,3 +58,4 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_patch("/mv/{path:.*}", staging_change.move)
     router.add_post("/mkdir/{path:.+}", staging_change.mkdir)
     router.add_patch("/decompress/{path:.+}", staging_change.decompress)
+    router.add_post("/upload", staging_upload.upload)
