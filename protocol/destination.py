@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 
 from protocol.errors import BadRequest
 from protocol.metadata import metadata_text
-from protocol.paths import HOME, area_path, child_path
+from protocol.paths import HOME, area_path, check_creatable, child_path
 
 
 def upload_destination(metadata: dict[str, bytes]) -> PurePosixPath:
@@ -36,4 +36,5 @@ def upload_destination(metadata: dict[str, bytes]) -> PurePosixPath:
         folder = area_path(relative_path, field="relativePath").parent
     else:
         folder = HOME
-    return child_path(folder, filename, field=name_key, path_field="destination")
+    destination = child_path(folder, filename, field=name_key, path_field="destination")
+    return check_creatable(destination, field="destination")

@@ -40,12 +40,16 @@ import re
 import unicodedata
 from pathlib import PurePosixPath
 
-from protocol.errors import BadRequest, quoted
+from protocol.errors import BadRequest, Forbidden, quoted
 
 NAME_MAX_BYTES = 255  # Linux NAME_MAX
 PATH_MAX_BYTES = 4096  # Linux PATH_MAX
 MAX_DEPTH = 100  # components of a path, the file's own name included
 HOME = PurePosixPath(".")
+# The Globus link file of KBase deployments: written by the server itself, and like every
+# protected path, no client may create, replace, move or delete it.
+GLOBUS_LINK = PurePosixPath(".globus_id")
+PROTECTED = frozenset({GLOBUS_LINK})
 
 # Cc: C0/C1 controls incl. NUL, DEL, NEL; Zl/Zp: U+2028/U+2029; Cs: lone surrogates,
 # which cannot even be encoded into a file name.
@@ -143,6 +147,16 @@ def child_path(
     """``name`` (one component, ``field`` in reasons) inside the accepted ``directory``."""
     check_name(name, field=field)
     return _check_whole(directory / name, path_field)
+
+
+def check_creatable(path: PurePosixPath, *, field: str = "path") -> PurePosixPath:
+    """``path`` (accepted by :func:`area_path`) if a client may create an entry there: not
+    the home itself, not a protected file (403)."""
+    if path == HOME:
+        raise Forbidden(f"{field} may not be the home folder")
+    if path in PROTECTED:
+        raise Forbidden(f"{field} may not be the protected file {path}")
+    return path
 
 
 def twin_key(name: str) -> str:

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from protocol.errors import ServiceUnavailable
+from protocol.paths import GLOBUS_LINK
 from store.area_files import replace_file_contents
 
 from .kbase_auth import KBaseAuth
-from .staging_paths import GLOBUS_ID
 
 log = logging.getLogger("tus_staging.globus")
 
@@ -59,7 +59,7 @@ class GlobusLinks:
         await asyncio.shield(pending)
 
     async def _look(self, auth: KBaseAuth, user: str, token: str, home: Path) -> None:
-        path = home / GLOBUS_ID.name
+        path = home / GLOBUS_LINK
         wait = RECHECK
         if await asyncio.to_thread(needs_link, path):
             try:

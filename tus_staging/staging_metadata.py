@@ -67,7 +67,7 @@ async def jgi_metadata(request: web.Request) -> web.Response:
         raise absent
     try:
         jgi = who.at(relative.parent / jgi_metadata_name(relative.name))
-    except UnsafePath:  # a name too long to have one, or a link out of the area
+    except (UnsafePath, BadRequest):  # a name too long to have one, a link out of the area
         raise absent from None
     document = await asyncio.to_thread(_read_jgi, jgi.staged)
     if document is None:

@@ -12,13 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from protocol.errors import Forbidden, NotFound
-from protocol.paths import HOME, area_path
+from protocol.errors import NotFound
+from protocol.paths import HOME, PROTECTED, area_path, check_creatable
 from store.layout import DataLayout
-
-# Written in KBase auth mode for the Globus sharing of the home; users may not remove,
-# replace or create it themselves.
-GLOBUS_ID = PurePosixPath(".globus_id")
 
 
 @dataclass(frozen=True)
@@ -43,7 +39,7 @@ class AreaPath:
 
     @property
     def is_protected(self) -> bool:
-        return self.relative == GLOBUS_ID
+        return self.relative in PROTECTED
 
 
 def relative_path(raw: str) -> PurePosixPath:
@@ -72,12 +68,7 @@ def new_name(relative: PurePosixPath, field: str = "path") -> PurePosixPath:
     """``relative`` if a client may create an entry there (a folder, a move's target,
     an archive member): the one path policy, and not the home or a protected file.
     BadRequest (400) or Forbidden (403) otherwise."""
-    checked = area_path(relative, field=field)
-    if checked == HOME:
-        raise Forbidden(f"{field} may not be the home folder")
-    if checked == GLOBUS_ID:
-        raise Forbidden(f"{field} may not be the protected file {GLOBUS_ID}")
-    return checked
+    return check_creatable(area_path(relative, field=field), field=field)
 
 
 def missing(where: AreaPath) -> NotFound:
