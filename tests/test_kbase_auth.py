@@ -8,6 +8,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from protocol.errors import Unauthorized
+from tus_staging.kbase_auth import KBaseAuth
+
 from .fake_auth import FakeAuthService
 from .servers import ServerProcess
 
@@ -39,27 +42,48 @@ def test_bad_or_missing_token_is_401(kbase_server: ServerProcess) -> None:
     assert whoami(kbase_server).status_code == 401
 
 
-def test_answers_are_cached_for_cachefor(
-    kbase_server: ServerProcess, auth_service: FakeAuthService
-) -> None:
-    headers = {"Authorization": "kb-token-1"}
-    for _ in range(5):
-        assert whoami(kbase_server, headers=headers).status_code == 200
-    assert auth_service.calls == 1
-    time.sleep(1.7)  # cachefor is 1500 ms
-    assert whoami(kbase_server, headers=headers).status_code == 200
-    assert auth_service.calls == 2
+class Clock:
+    """Time that the test moves by hand, both the monotonic and the wall clock."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
 
 
-def test_cache_never_outlives_expires(
-    kbase_server: ServerProcess, auth_service: FakeAuthService
-) -> None:
+async def test_answers_are_cached_for_cachefor(auth_service: FakeAuthService) -> None:
+    clock = Clock()
+    auth = KBaseAuth(auth_service.url, clock=clock)
+    try:
+        for _ in range(5):
+            assert await auth.user_for_token("kb-token-1") == "kbuser"
+        assert auth_service.calls == 1
+        clock.now += 1.499  # cachefor is 1500 ms
+        assert await auth.user_for_token("kb-token-1") == "kbuser"
+        assert auth_service.calls == 1
+        clock.now += 0.002
+        assert await auth.user_for_token("kb-token-1") == "kbuser"
+        assert auth_service.calls == 2
+    finally:
+        await auth.close()
+
+
+async def test_cache_never_outlives_expires(auth_service: FakeAuthService) -> None:
+    clock = Clock()
+    auth = KBaseAuth(auth_service.url, clock=clock)
     auth_service.cachefor_ms = 3_600_000
-    auth_service.expires_ms["kb-token-2"] = int(time.time() * 1000) + 1000
-    headers = {"Authorization": "kb-token-2"}
-    assert whoami(kbase_server, headers=headers).status_code == 200
-    time.sleep(1.3)
-    assert whoami(kbase_server, headers=headers).status_code == 401
+    auth_service.expires_ms["kb-token-2"] = int(clock.now * 1000) + 1000
+    try:
+        assert await auth.user_for_token("kb-token-2") == "other"
+        clock.now += 1.001
+        with pytest.raises(Unauthorized):
+            await auth.user_for_token("kb-token-2")
+    finally:
+        await auth.close()
 
 
 def test_auth_service_down_is_503(

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -41,9 +42,18 @@ def me_url(token_url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"{folder}/me", "", ""))
 
 
+class Clock(Protocol):
+    """What the cache reads the time from (the ``time`` module itself, or a test's)."""
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+
 class KBaseAuth:
-    def __init__(self, url: str, timeout: float = 10.0):
+    def __init__(self, url: str, timeout: float = 10.0, clock: Clock = time):
         self.url = url
+        self.clock = clock
         self.me_url = me_url(url)
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._cache: dict[str, CachedUser] = {}
@@ -58,9 +68,12 @@ class KBaseAuth:
         token = token_from_request(request)
         if token is None:
             raise Unauthorized("no credentials: send 'Authorization: <KBase token>'")
+        return await self.user_for_token(token)
+
+    async def user_for_token(self, token: str) -> str:
         key = hashlib.sha256(token.encode()).hexdigest()
         cached = self._cache.get(key)
-        if cached is not None and cached.valid_until > time.monotonic():
+        if cached is not None and cached.valid_until > self.clock.monotonic():
             return cached.user
         # Many requests with one new token ask the auth service once.
         pending = self._in_flight.get(key)
@@ -74,7 +87,7 @@ class KBaseAuth:
 
     def _remember(self, key: str, answer: CachedUser) -> None:
         if len(self._cache) >= MAX_CACHED_TOKENS:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             self._cache = {k: v for k, v in self._cache.items() if v.valid_until > now}
             if len(self._cache) >= MAX_CACHED_TOKENS:
                 self._cache.clear()
@@ -116,10 +129,10 @@ class KBaseAuth:
                 body = await answer.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             raise ServiceUnavailable(f"auth service unreachable: {type(error).__name__}") from None
-        return cached_user_from(body)
+        return cached_user_from(body, self.clock)
 
 
-def cached_user_from(body: object) -> CachedUser:
+def cached_user_from(body: object, clock: Clock = time) -> CachedUser:
     """The user and how long to trust the answer, from an auth2 token record."""
     if not isinstance(body, dict) or not isinstance(body.get("user"), str):
         raise ServiceUnavailable("auth service answered without a user name")
@@ -127,7 +140,7 @@ def cached_user_from(body: object) -> CachedUser:
         user = check_username(body["user"])
     except ValueError:
         raise Unauthorized("the auth service's user name cannot name a directory") from None
-    now_ms = time.time() * 1000
+    now_ms = clock.time() * 1000
     lifetime = DEFAULT_CACHE_SECONDS
     cachefor = body.get("cachefor")
     if isinstance(cachefor, int | float) and cachefor >= 0:
@@ -137,4 +150,4 @@ def cached_user_from(body: object) -> CachedUser:
         lifetime = min(lifetime, max(0.0, (expires - now_ms) / 1000))
         if expires <= now_ms:
             raise Unauthorized("token expired")
-    return CachedUser(user, time.monotonic() + lifetime)
+    return CachedUser(user, clock.monotonic() + lifetime)
