@@ -160,7 +160,7 @@ async def test_config_tells_the_page_what_this_server_offers(serve: AppFactory) 
         "tusEndpoint": "/uploads/",
         "signIn": "token",
         "maxSize": 5_000_000,
-        "actions": {"decompress": False},
+        "actions": {"decompress": True},
     }
 
 
@@ -168,20 +168,6 @@ async def test_single_user_mode_needs_no_sign_in(serve: AppFactory) -> None:
     base = await serve(tokens=False)
     _, _, body = await get(f"{base}/")
     assert page_config(body)["signIn"] == "none"
-
-
-async def test_decompress_is_offered_only_when_the_server_has_the_route(
-    serve: AppFactory,
-) -> None:
-    async def decompress(request: web.Request) -> web.Response:
-        return web.Response(text="done")
-
-    def with_decompress(app: web.Application) -> None:
-        app.router.add_patch("/decompress/{path:.+}", decompress)
-
-    base = await serve(extra_routes=with_decompress)
-    _, _, body = await get(f"{base}/")
-    assert page_config(body)["actions"] == {"decompress": True}
 
 
 @given(st.dictionaries(st.text(max_size=20), st.text(max_size=40), max_size=5))

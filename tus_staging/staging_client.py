@@ -66,7 +66,10 @@ class StagingClient:
         return _json(send(self.session, "GET", self.url("metadata", path)), dict)
 
     def existence(self, path: str) -> Record:
-        return _json(send(self.session, "GET", self.url("existence", path)), dict)
+        """Whether ``path`` itself exists, and is a folder. (Sent with a leading ``/``: a
+        bare name would be looked for anywhere in the tree, as the KBase service does.)"""
+        url = f"{self.base_url}/existence//{quote(area_path(path), safe='/')}"
+        return _json(send(self.session, "GET", url), dict)
 
     def download(self, path: str, offset: int) -> requests.Response:
         """The file's bytes from ``offset`` on (a streamed response: close it)."""
