@@ -12,6 +12,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from store.liveness import Liveness
+from store.metadata import MetadataService
 from store.uploads import Uploads
 
 from . import staging_api, tus_endpoint, web_page
@@ -27,7 +28,6 @@ from .health import healthz, metrics
 from .hooks import Hooks
 from .janitor import janitor_loop
 from .kbase_auth import KBaseAuth
-from .metadata_service import MetadataService
 from .metrics import store_observers
 from .request_log import log_requests
 from .services import SERVICES, Services

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from store.layout import DataLayout
+from store.metadata import MetadataService
 from store.uploads import Uploads
 
 from .auth import Authenticator
 from .config import Config
 from .hooks import Hooks
-from .metadata_service import MetadataService
 
 
 @dataclass

@@ -21,10 +21,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from protocol.errors import BadRequest
+from protocol.paths import HOME
 from store.area_listing import AreaWalk
 
 from .staging_context import caller, requested, show_hidden
-from .staging_paths import HOME, missing, relative_path
+from .staging_paths import missing, relative_path
 
 ENCODE_SLICE = 500  # records per json.dumps call
 SIMILARITY_CUT_OFF = 0.75  # as the KBase staging service judges names alike

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from protocol.errors import BadRequest, Conflict, Forbidden, NotFound
 from store.archive import Extraction, ExtractionLimits, archive_kind, extract
+from store.area import AreaPath
 from store.area_files import (
     MoveIntoItself,
     TreeChanged,
@@ -26,7 +27,7 @@ from store.area_files import (
 from store.paths import ensure_dir, twin_along
 
 from .staging_context import body_field, caller, requested
-from .staging_paths import AreaPath, new_name, relative_path
+from .staging_paths import new_name, relative_path
 
 
 def _remove_with_sidecar(where: AreaPath) -> bool:

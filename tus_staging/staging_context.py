@@ -14,6 +14,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from protocol.errors import BadRequest
+from store.area import AreaPath, locate
 from store.paths import ensure_dir
 
 from .auth import token_from_request
@@ -21,7 +22,7 @@ from .globus_link import GlobusLinks
 from .importer_mappings import ImporterMappings
 from .kbase_auth import KBaseAuth
 from .services import Services, authenticated_user, services_of
-from .staging_paths import AreaPath, locate, missing, relative_path
+from .staging_paths import missing, relative_path
 
 T = TypeVar("T")
 

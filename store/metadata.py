@@ -17,7 +17,6 @@ so a moved file's sidecar still describes it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import stat
@@ -27,13 +26,14 @@ from typing import Any, BinaryIO
 from redis.asyncio import Redis
 
 from protocol.errors import ServiceUnavailable
-from store.area_files import entry
-from store.area_listing import JGI_SOURCE, UNKNOWN_SOURCE, jgi_metadata_name
-from store.locks import LockLost, LockSettings, UploadLock, acquire_lock, renew_between
-from store.partial import StreamState
-from store.sidecar import metadata_record, read_json_object, read_tail, write_sidecar
 
-from .staging_paths import AreaPath
+from .area import AreaPath
+from .area_files import entry
+from .area_listing import JGI_SOURCE, UNKNOWN_SOURCE, jgi_metadata_name
+from .keys import metadata_lock_name
+from .locks import LockLost, LockSettings, UploadLock, acquire_lock, renew_between
+from .partial import StreamState
+from .sidecar import metadata_record, read_json_object, read_tail, write_sidecar
 
 log = logging.getLogger("tus_staging.metadata")
 
@@ -94,7 +94,6 @@ class MetadataService:
     def __init__(self, redis: Redis, digest_names: list[str]):
         self.redis = redis
         self.digest_names = digest_names
-        self.computations = 0  # passes over file contents by this worker
         self._in_flight: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     async def metadata(self, where: AreaPath) -> dict[str, Any]:
@@ -125,8 +124,8 @@ class MetadataService:
             await lock.release()
 
     async def _lock(self, where: AreaPath) -> UploadLock:
-        digest = hashlib.sha256(f"{where.user}\0{where.relative}".encode()).hexdigest()[:32]
-        return await acquire_lock(self.redis, f"meta-{digest}", LockSettings(wait=COMPUTE_WAIT))
+        name = metadata_lock_name(where.user, str(where.relative))
+        return await acquire_lock(self.redis, name, LockSettings(wait=COMPUTE_WAIT))
 
     async def _compute_once(self, where: AreaPath) -> dict[str, Any]:
         lock = await self._lock(where)
@@ -145,7 +144,6 @@ class MetadataService:
         cached, sidecar_mtime = await asyncio.to_thread(read_sidecar, where.sidecar)
         if cached is not None and is_fresh(cached, info, sidecar_mtime):
             return with_stat(cached, where, info), info
-        self.computations += 1
         log.info("computing metadata of %s (%d bytes)", where.user_path, info.st_size)
         stream = StreamState.fresh(self.digest_names)
         handle: BinaryIO = await asyncio.to_thread(open, where.staged, "rb")
