@@ -2,8 +2,10 @@
 # Container entrypoint for tus-staging.
 #
 #   (no args) | -flags...      -> tus-staging serve --host $TUS_STAGING_HOST(0.0.0.0) -flags...
-#   serve|upload|cleanup ...   -> tus-staging <subcommand> ...
-#   anything else              -> run as given (e.g. `sh`, `python`)
+#   serve|cleanup|upload|ls|info|get|mv|rm|mkdir ...
+#                              -> tus-staging <subcommand> ...
+#   anything else              -> run as given (e.g. `sh`, `python`; `sh -c 'ls /data'`
+#                                 for the shell's own ls)
 #
 # Before serve/cleanup it checks that the data dir is writable, so a volume owned by the
 # wrong UID fails at once with one clear line instead of deep inside the first upload.
@@ -24,12 +26,12 @@ if [ "$#" -eq 0 ] || [ -z "$1" ]; then
 else
     case "$1" in
         -*) set -- "$bin" serve --host "$TUS_STAGING_HOST" "$@" ;;
-        serve | upload | cleanup) set -- "$bin" "$@" ;;
+        serve | cleanup | upload | ls | info | get | mv | rm | mkdir) set -- "$bin" "$@" ;;
         *) exec "$@" ;;
     esac
 fi
 
-# Only the server side uses the data dir; `upload` is a client.
+# Only the server side uses the data dir; the other subcommands are clients.
 if [ "$2" = serve ] || [ "$2" = cleanup ]; then
     data_dir="${TUS_STAGING_DATA_DIR:-./data}"
     take_next=false

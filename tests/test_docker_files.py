@@ -3,6 +3,7 @@ script run directly with ``sh`` against a stub binary that prints its arguments.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tus_staging.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -256,7 +259,14 @@ def test_host_from_environment_is_honoured(stub: Path, tmp_path: Path) -> None:
 
 
 @needs_sh
-@pytest.mark.parametrize("subcommand", ["serve", "upload", "cleanup"])
+def cli_subcommands() -> list[str]:
+    """Every subcommand the CLI has: the entrypoint must hand each to it."""
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(commands.choices)
+
+
+@pytest.mark.parametrize("subcommand", cli_subcommands())
 def test_subcommands_get_the_binary_prefixed(stub: Path, tmp_path: Path, subcommand: str) -> None:
     args = [subcommand, "a file with spaces", "--url", "http://x/files/"]
     lines = _printed(_run_entrypoint(args, stub, tmp_path / "d"))
