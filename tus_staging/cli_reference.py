@@ -1,7 +1,7 @@
-"""The README's configuration reference, generated from the CLI's own help.
+"""The command-line reference (docs/reference.md), generated from the CLI's own help.
 
-``python -m tus_staging.cli_reference README.md`` rewrites the block between the
-markers; ``tests/test_readme.py`` fails when the README and the CLI disagree.
+``python -m tus_staging.cli_reference`` rewrites the block between the markers;
+``tests/test_reference.py`` fails when the reference and the CLI disagree.
 """
 
 from __future__ import annotations
@@ -36,16 +36,19 @@ def reference() -> str:
     return "\n\n".join(parts)
 
 
-def render(readme: str) -> str:
-    head, start, rest = readme.partition(START)
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
+
+
+def render(document: str) -> str:
+    head, start, rest = document.partition(START)
     _, end, tail = rest.partition(END)
     if not start or not end:
-        raise ValueError("README has no cli-reference markers")
+        raise ValueError("no cli-reference markers")
     return f"{head}{START}\n{reference()}\n{END}{tail}"
 
 
 def main(argv: list[str]) -> int:
-    path = Path(argv[0] if argv else "README.md")
+    path = Path(argv[0]) if argv else REFERENCE
     path.write_text(render(path.read_text(encoding="utf-8")), encoding="utf-8")
     return 0
 
