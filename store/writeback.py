@@ -15,7 +15,7 @@ Once a checkpoint's fsync has made a range durable, its pages are clean and nobo
 read them again (digests, line count and head were taken as the bytes streamed in, the
 tail is 4 KiB): :func:`drop_cached` hands them back (``POSIX_FADV_DONTNEED``), as
 ``dd oflag=nocache`` does. An upload of hundreds of GB then holds at most a checkpoint or
-two of page cache instead of pushing everything else out of memory. On the development
+two of page cache instead of pushing everything else out of memory. On an AMD EPYC
 VM it also turned a single upload's throughput from alternating 370/600 MB/s into a
 steady 600–640: there, filling memory the guest had never touched costs far more than
 recycling pages.
