@@ -63,3 +63,26 @@ def test_open_uploads_and_reserved_bytes_are_limited_per_user(make_server) -> No
     too_big = alice.create(601, "d.bin")
     assert_refused(too_big, 507)
     assert alice.create(600, "d.bin").status_code == 201
+
+
+def test_folders_deeper_than_the_policy_allows_are_refused_and_deep_trees_go(
+    server, alice: TusTestClient
+) -> None:
+    """1000 folders deep: refused with 400 by every route that would create it (Python's
+    recursive folder code runs out of stack there), and a tree that deep made by other
+    means is deleted through the API."""
+    deep = "/".join(["d"] * 1000)
+    headers = alice.headers()
+    assert requests.post(f"{server.url}/mkdir/{deep}", headers=headers).status_code == 400
+    refused = alice.create(1, "f.txt", destPath=deep)
+    assert refused.status_code == 400 and "folders deep" in refused.text
+    # Made on disk (by a shell, a transfer service): the API can still remove it.
+    home = server.data_dir / "staging" / "alice"
+    folder = home
+    for _ in range(1200):
+        folder = folder / "d"
+        folder.mkdir(parents=True)  # one level at a time, as a shell would
+    (folder / "leaf.txt").write_text("x")
+    answer = requests.delete(f"{server.url}/delete/d", headers=headers, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert not (home / "d").exists()
