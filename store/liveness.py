@@ -21,6 +21,7 @@ import time
 
 from redis.asyncio import Redis
 
+from .cancellation import stop_if_cancelled
 from .keys import instance_key
 
 # Seconds an instance key outlives its last refresh. Refreshes come every second, so a
@@ -79,6 +80,7 @@ class Liveness:
             await asyncio.sleep(REFRESH_EVERY)
             with contextlib.suppress(Exception):  # Redis down: locks lapse by themselves
                 await self.refresh()
+            stop_if_cancelled()
 
 
 _current: Liveness | None = None

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from protocol.errors import Locked
 
+from .cancellation import stop_if_cancelled
 from .keys import instance_key, lock_key, release_key
 from .liveness import Liveness
 from .liveness import current as current_liveness
@@ -163,6 +164,7 @@ async def keep_renewed(*locks: UploadLock) -> AsyncIterator[None]:
             await asyncio.sleep(every)
             for lock in locks:
                 await lock.renew()
+                stop_if_cancelled()
 
     task = asyncio.create_task(renew_forever())
     try:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import secrets
 
+from store.cancellation import stop_if_cancelled
 from store.janitor import janitor_pass
 from store.uploads import Uploads
 
@@ -22,4 +23,5 @@ async def janitor_loop(uploads: Uploads, interval: float, min_finalize_age: floa
             await janitor_pass(uploads, min_finalize_age=min_finalize_age)
         except Exception:  # Redis away, say: the next pass tries again
             log.exception("janitor pass failed")
+        stop_if_cancelled()
         await asyncio.sleep(interval)
