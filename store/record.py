@@ -55,8 +55,10 @@ class UploadRecord:
     partial_identity: str = ""
     concat: str = ""  # the Upload-Concat header value ("" when not a concat upload)
     parts: list[str] = field(default_factory=list)  # a final upload's partial upload ids
-    # The staged file's metadata record (JSON), fixed when finalizing starts.
+    # The staged file's metadata record (JSON), fixed when finalizing starts; its mtime is
+    # filled in once the file is in place.
     result: bytes = b""
+    protocol: str = "tus"  # the protocol of the request that created it: "tus" or "ietf"
 
     # Attribute -> its hash fields. One entry per attribute: the whole encoding.
     _ENCODERS: ClassVar[dict[str, Callable[[UploadRecord], dict[str, bytes]]]] = {
@@ -78,6 +80,7 @@ class UploadRecord:
         "concat": lambda r: {"concat": _text(r.concat)},
         "parts": lambda r: {"parts": _text(" ".join(r.parts))},
         "result": lambda r: {"result": r.result},
+        "protocol": lambda r: {"protocol": _text(r.protocol)},
     }
 
     @classmethod
@@ -92,6 +95,7 @@ class UploadRecord:
         concat: str = "",
         parts: list[str] | None = None,
         now: float | None = None,
+        protocol: str = "tus",
     ) -> UploadRecord:
         """A fresh upload at offset 0 with a new id, expiring ``expire_after`` from now."""
         now = time.time() if now is None else now
@@ -107,6 +111,7 @@ class UploadRecord:
             expires=now + expire_after,
             concat=concat,
             parts=list(parts or []),
+            protocol=protocol,
         )
 
     @property
@@ -169,4 +174,5 @@ class UploadRecord:
             concat=text("concat"),
             parts=text("parts").split(),
             result=raw.get(b"result", b""),
+            protocol=text("protocol") or "tus",
         )

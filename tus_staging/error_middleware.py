@@ -11,6 +11,7 @@ from aiohttp import web
 
 from protocol.errors import InsufficientStorage, ServiceUnavailable, TusError
 from protocol.headers import TUS_VERSION
+from protocol.ietf_fields import is_ietf_request
 from store.paths import PathInTheWay, UnsafePath
 
 from .services import REASON_KEY
@@ -68,13 +69,15 @@ def refusing(refusal: Callable[[web.Request], TusError | None]) -> web.Middlewar
 
 @web.middleware
 async def tus_resumable_header(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every tus response but OPTIONS carries Tus-Resumable (errors included)."""
+    """Every tus response but OPTIONS carries Tus-Resumable (errors included); the answers
+    to the IETF draft's requests do not (theirs is another protocol)."""
+    tagged = request.method != "OPTIONS" and not is_ietf_request(request.headers)
     try:
         response = await handler(request)
     except web.HTTPException as error:
-        if request.method != "OPTIONS":
+        if tagged:
             error.headers["Tus-Resumable"] = TUS_VERSION
         raise
-    if request.method != "OPTIONS":
+    if tagged:
         response.headers.setdefault("Tus-Resumable", TUS_VERSION)
     return response

@@ -11,10 +11,10 @@ import asyncio
 import json
 import os
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote
 
 from aiohttp import web
 
+from protocol.content_disposition import attachment
 from protocol.errors import BadRequest, Conflict, Forbidden, NotFound
 from store.area_files import entry, list_directory, move_no_replace, remove_path
 from store.paths import ensure_dir
@@ -89,8 +89,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     if not await asyncio.to_thread(path.is_file):
         raise _missing(user, relative)
     # FileResponse streams with sendfile and answers Range requests (206/416) itself.
-    disposition = f"attachment; filename*=UTF-8''{quote(path.name)}"
-    return web.FileResponse(path, headers={"Content-Disposition": disposition})
+    return web.FileResponse(path, headers={"Content-Disposition": attachment(path.name)})
 
 
 async def delete(request: web.Request) -> web.Response:
