@@ -498,3 +498,16 @@ def test_cancellation_stops_a_request_in_flight(
     assert client.head(path).status == 404
     assert not list((server.data_dir / "uploads").iterdir())
     assert not staged(server, "alice", "stopped.bin").exists()
+
+
+def test_no_interim_response_to_an_http_1_0_client(server: InProcessServer) -> None:
+    """RFC 9110 15.2: a server never sends a 1xx to an HTTP/1.0 client."""
+    client = IetfClient(server, TOKENS["alice"], 8)
+    fields = client.headers(
+        Upload_Complete="?1", Content_Length="3", Content_Disposition="inline; filename=old.txt"
+    )
+    head = "POST /files/ HTTP/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields) + "\r\n"
+    with client.connect() as connection:
+        connection.send(head.encode() + b"abc")
+        answer = connection.read_response()
+    assert answer.status == 201 and answer.json()["size"] == 3
