@@ -511,3 +511,24 @@ def test_no_interim_response_to_an_http_1_0_client(server: InProcessServer) -> N
         connection.send(head.encode() + b"abc")
         answer = connection.read_response()
     assert answer.status == 201 and answer.json()["size"] == 3
+
+
+def test_method_override(server: InProcessServer, client: IetfClient) -> None:
+    """For clients behind proxies that only pass GET and POST, as for tus."""
+    path = client.create(b"abc", complete=False, name="override.bin").location
+    appended = client.send(
+        "POST",
+        path,
+        b"def",
+        X_HTTP_Method_Override="PATCH",
+        Upload_Offset="3",
+        Upload_Complete="?1",
+        Content_Type="application/partial-upload",
+    ).final
+    assert appended.status == 200 and appended.json()["size"] == 6
+    offset = client.send("POST", path, X_HTTP_Method_Override="HEAD").final
+    assert (offset.status, offset.headers["upload-complete"]) == (204, "?1")
+    refused = client.send("POST", path, X_HTTP_Method_Override="PUT").final
+    assert refused.status == 400
+    assert client.send("POST", path, X_HTTP_Method_Override="DELETE").final.status == 204
+    assert client.head(path).status == 404
