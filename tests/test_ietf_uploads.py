@@ -388,6 +388,13 @@ def test_names_and_folders(server: InProcessServer, client: IetfClient) -> None:
         assert problem(refused, "about:blank")["detail"]
     nameless = client.create(b"x", complete=True, name=None).final
     assert nameless.status == 400 and "file name is required" in nameless.json()["detail"]
+    # A file where the folder should be: a conflict with what is on disk.
+    client.create(b"f", complete=True, name="taken")
+    in_the_way = "filename eC50eHQ=,destPath dGFrZW4="  # x.txt in taken/
+    blocked = client.create(b"x", complete=True, name=None, Upload_Metadata=in_the_way).final
+    assert blocked.status == 409
+    assert "not a folder" in problem(blocked, "about:blank")["detail"]
+    assert blocked.headers["upload-complete"] == "?0"
 
 
 def test_protocols_continue_each_others_uploads(server: InProcessServer, alice) -> None:

@@ -54,6 +54,7 @@ from store.record import UploadRecord
 from store.session import UploadSession
 
 from .body_pump import BodyEnd
+from .error_middleware import refusal_of
 from .interim import send_interim
 from .metrics import IETF_REQUESTS
 from .receive import declared_body_size, has_body, receive_body, refuse_cut_body
@@ -135,8 +136,11 @@ def ietf_handler(handler: ExchangeHandler) -> RequestHandler:
         exchange = Exchange(request, services_of(request), fields)
         try:
             return await handler(exchange)
-        except TusError as error:
-            return _refusal(exchange, error)
+        except Exception as error:
+            refusal = refusal_of(error, request)
+            if refusal is None:
+                raise
+            return _refusal(exchange, refusal)
 
     return handle
 
