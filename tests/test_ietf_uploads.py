@@ -539,3 +539,24 @@ def test_method_override(server: InProcessServer, client: IetfClient) -> None:
     assert refused.status == 400
     assert client.send("POST", path, X_HTTP_Method_Override="DELETE").final.status == 204
     assert client.head(path).status == 404
+
+
+def test_a_page_of_an_allowed_origin_may_use_the_drafts_fields(make_server) -> None:
+    page = "http://app.example.org"
+    server = make_server("--cors-origins", page)
+    client = IetfClient(server, TOKENS["alice"], 8)
+    preflight = client.send(
+        "OPTIONS",
+        "/files/",
+        Origin=page,
+        Access_Control_Request_Method="POST",
+        Access_Control_Request_Headers="upload-complete, content-disposition",
+    ).final
+    allowed = preflight.headers["access-control-allow-headers"].lower()
+    for name in ("upload-complete", "upload-draft-interop-version", "content-disposition"):
+        assert name in allowed
+    created = client.create(b"x", complete=True, name="cors.txt", Origin=page).final
+    assert created.headers["access-control-allow-origin"] == page
+    exposed = created.headers["access-control-expose-headers"]
+    for name in ("Upload-Complete", "Upload-Limit", "Upload-Offset", "Location"):
+        assert name in exposed
