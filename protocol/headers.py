@@ -83,10 +83,15 @@ def parse_creation_length(upload_length: str | None, defer_length: str | None) -
 
 def check_patch_content_type(value: str | None) -> None:
     """A PATCH body must be declared application/offset+octet-stream (else 415)."""
+    check_media_type(value, OFFSET_OCTET_STREAM)
+
+
+def check_media_type(value: str | None, expected: str) -> None:
+    """Content-Type ``value`` names the media type ``expected``, parameters aside (else 415)."""
     media_type = (value or "").split(";", 1)[0].strip(OWS).lower()
-    if media_type != OFFSET_OCTET_STREAM:
+    if media_type != expected:
         got = "no Content-Type" if value is None else quoted(value)
-        raise UnsupportedMediaType(f"Content-Type must be {OFFSET_OCTET_STREAM}, got {got}")
+        raise UnsupportedMediaType(f"Content-Type must be {expected}, got {got}")
 
 
 def parse_checksum(value: str) -> tuple[str, bytes]:

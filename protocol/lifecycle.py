@@ -9,6 +9,11 @@ the record and the partial file are removed; a staged file stays, it is the user
 
 The store checks every change of an upload against :data:`TRANSITIONS` before it makes
 it (store/session.py), so a state the table does not allow is never written.
+
+What starts FINALIZE depends on the protocol of the request: under tus 1.0.0 an upload is
+complete when its offset reaches its length; under the IETF draft only a request that says
+so (``Upload-Complete: ?1``) and arrives whole completes it, wherever its offset stands
+(:func:`length_at_completion`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from protocol.errors import Conflict, Forbidden
+from protocol.problems import InconsistentLength
 
 
 class UploadState(StrEnum):
@@ -104,3 +110,13 @@ def allowed(kind: UploadKind, state: UploadState, event: UploadEvent) -> bool:
     except (TransitionRefused, Forbidden):
         return False
     return True
+
+
+def length_at_completion(length: int | None, offset: int) -> int:
+    """IETF draft: the length of an upload that a request completes at ``offset``. The
+    offset is the length from then on; a length indicated before must be that offset."""
+    if length is not None and length != offset:
+        raise InconsistentLength(
+            f"the upload is completed at {offset} bytes but its length is {length}"
+        )
+    return offset

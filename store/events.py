@@ -54,6 +54,7 @@ def event_fields(kind: str, record: UploadRecord, now: float) -> dict[str, Any]:
         "path": f"{record.owner}/{record.destination}" if record.destination else "",
         "size": record.length if record.length is not None else record.offset,
         "md5": result.get("md5", ""),
+        "protocol": record.protocol,
         "time": int(now * 1000),
     }
 

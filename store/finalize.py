@@ -93,13 +93,14 @@ def _copy_across_filesystems(source: Path, folder: int, name: str) -> None:
         raise
 
 
-def place_file(record: UploadRecord, layout: DataLayout) -> None:
+def place_file(record: UploadRecord, layout: DataLayout) -> int | None:
     """Move the partial file to its staging path and write its sidecar. Blocking,
-    idempotent; raises FinalizeBlocked when something on disk is in the way."""
+    idempotent; raises FinalizeBlocked when something on disk is in the way. Returns the
+    staged file's mtime (ms) as the sidecar has it, or None when no file of ours is there
+    (a finalize resumed after the file was moved away or replaced)."""
     for attempt in range(PLACE_ATTEMPTS):
         try:
-            _place_once(record, layout)
-            return
+            return _place_once(record, layout)
         except FileNotFoundError:
             # The folder was removed (or moved) between our steps: make it again.
             if attempt == PLACE_ATTEMPTS - 1:
@@ -114,7 +115,7 @@ def place_file(record: UploadRecord, layout: DataLayout) -> None:
             ) from None
 
 
-def _place_once(record: UploadRecord, layout: DataLayout) -> None:
+def _place_once(record: UploadRecord, layout: DataLayout) -> int | None:
     relative = PurePosixPath(record.destination)
     dest = layout.staged_path(record.owner, relative)  # re-checked: symlinks may be new
     partial = partial_path(layout.upload_dir, record.id)
@@ -139,8 +140,9 @@ def _place_once(record: UploadRecord, layout: DataLayout) -> None:
             crash_point("finalize-after-move")
         # After a crash the staged file is ours only if it still is the same inode.
         info = _stat_at(folder, dest.name)
+        mtime = None
         if info is not None and (copied or stat_identity(info) == record.partial_identity):
-            _write_result(record, layout, relative, info)
+            mtime = _write_result(record, layout, relative, info)
             if _stat_at(folder, dest.name) is None:
                 # Removed or moved away by the user meanwhile: no sidecar for a file that
                 # is not there (a moved one gets its metadata again on demand).
@@ -149,18 +151,26 @@ def _place_once(record: UploadRecord, layout: DataLayout) -> None:
         os.close(folder)
     if copied:
         partial.unlink()  # only now: until the sidecar is written, a retry copies again
+    return mtime
 
 
 def _write_result(
     record: UploadRecord, layout: DataLayout, relative: PurePosixPath, info: os.stat_result
-) -> None:
-    result: dict[str, Any] = json.loads(record.result)
-    result["mtime"] = int(info.st_mtime * 1000)
+) -> int:
+    mtime = int(info.st_mtime * 1000)
     write_sidecar(
         layout.sidecar_path(record.owner, relative),
         user_root(layout.metadata_dir, record.owner),
-        result,
+        result_with_mtime(record.result, mtime),
     )
+    return mtime
+
+
+def result_with_mtime(result: bytes, mtime: int) -> dict[str, Any]:
+    """The metadata record ``result`` (JSON) with the staged file's mtime (ms) filled in."""
+    record: dict[str, Any] = json.loads(result)
+    record["mtime"] = mtime
+    return record
 
 
 def _is_dir_at(folder: int, name: str) -> bool:

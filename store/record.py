@@ -56,9 +56,11 @@ class UploadRecord:
     partial_identity: str = ""
     concat: str = ""  # the Upload-Concat header value ("" when not a concat upload)
     parts: list[str] = field(default_factory=list)  # a final upload's partial upload ids
-    # The staged file's metadata record (JSON), fixed when finalizing starts.
+    # The staged file's metadata record (JSON), fixed when finalizing starts; its mtime is
+    # filled in once the file is in place.
     result: bytes = b""
     source: str = TUS_SOURCE  # how the file came, as its metadata record says
+    protocol: str = "tus"  # the protocol of the request that created it: "tus" or "ietf"
 
     # Attribute -> its hash fields. One entry per attribute: the whole encoding.
     _ENCODERS: ClassVar[dict[str, Callable[[UploadRecord], dict[str, bytes]]]] = {
@@ -81,6 +83,7 @@ class UploadRecord:
         "parts": lambda r: {"parts": _text(" ".join(r.parts))},
         "result": lambda r: {"result": r.result},
         "source": lambda r: {"source": _text(r.source)},
+        "protocol": lambda r: {"protocol": _text(r.protocol)},
     }
 
     @classmethod
@@ -96,6 +99,7 @@ class UploadRecord:
         parts: list[str] | None = None,
         now: float | None = None,
         source: str = "",
+        protocol: str = "tus",
     ) -> UploadRecord:
         """A fresh upload at offset 0 with a new id, expiring ``expire_after`` from now."""
         now = time.time() if now is None else now
@@ -112,6 +116,7 @@ class UploadRecord:
             concat=concat,
             parts=list(parts or []),
             source=source or TUS_SOURCE,
+            protocol=protocol,
         )
 
     @property
@@ -175,4 +180,5 @@ class UploadRecord:
             parts=text("parts").split(),
             result=raw.get(b"result", b""),
             source=text("source") or TUS_SOURCE,
+            protocol=text("protocol") or "tus",
         )

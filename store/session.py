@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from .appender import Appender, Snapshot
 from .checksums import ExpectedChecksum
 from .concatenation import copy_parts
 from .crash_points import crash_point
-from .finalize import place_file, prepare_result
+from .finalize import place_file, prepare_result, result_with_mtime
 from .keys import destination_lock_name
 from .locks import UploadLock, acquire_lock, keep_renewed
 from .partial import PartialWriter, StreamState, file_identity, partial_path, remove_partial
@@ -225,15 +226,19 @@ class UploadSession:
         try:
             # A move across filesystems copies the whole file: both locks stay alive.
             async with keep_renewed(self.lock, dest_lock):
-                await asyncio.to_thread(place_file, record, uploads.layout)
+                mtime = await asyncio.to_thread(place_file, record, uploads.layout)
         finally:
             await dest_lock.release()
         crash_point("finalize-before-complete")
         record.status = self.check(UploadEvent.PLACE)
+        if mtime is not None:  # the record then says what the sidecar says
+            record.result = json.dumps(
+                result_with_mtime(record.result, mtime), ensure_ascii=False
+            ).encode()
         await uploads.records.update(
             self.lock,
             record,
-            ["status"],
+            ["status", "result"],
             drop=SPENT_STATES,
             ttl=uploads.settings.completed_ttl,
         )

@@ -33,6 +33,7 @@ from .paths import ensure_dir, twin_along
 from .quotas import Quotas, UserLimits
 from .record import UploadRecord, is_upload_id
 from .session import UploadSession
+from .staged_file import StagedFile, open_staged
 from .state_store import StateStore
 
 log = logging.getLogger("tus_staging.store")
@@ -112,10 +113,12 @@ class Uploads:
         destination: PurePosixPath | None,
         kind: UploadKind = UploadKind.PLAIN,
         source: str = "",
+        protocol: str = "tus",
     ) -> UploadRecord:
         """A new upload at offset 0 with an empty partial file (``destination`` None for a
         concatenation's partial upload, which is never staged; ``source`` what its metadata
-        record will say of how it came, the default "tus upload")."""
+        record will say of how it came, the default "tus upload"; ``protocol`` the front
+        door it came through, for events and operators)."""
         if length is not None:
             self.check_size(length)
         if destination is not None:
@@ -129,6 +132,7 @@ class Uploads:
             concat="partial" if kind is UploadKind.PART else "",
             now=self.clock(),
             source=source,
+            protocol=protocol,
         )
         record.digest_states, record.scan_state = StreamState.fresh(
             list(self.settings.digest_names)
@@ -248,6 +252,40 @@ class Uploads:
             raise NotFound(f"no upload {upload_id!r}")
         self._refuse_expired(record)
         return None if record.status is UploadState.FINALIZING else record
+
+    async def current(self, owner: str, upload_id: str) -> UploadRecord:
+        """The committed record as a new request must see it: read without the lock when
+        nobody holds it; else the holder (maybe a request whose client vanished) is asked to
+        commit and let go, so that every byte it received is counted."""
+        record = await self.peek(owner, upload_id)
+        if record is not None:
+            return record
+        async with self.session(owner, upload_id) as session:
+            return session.record
+
+    async def open_staged(self, owner: str, upload_id: str) -> StagedFile:
+        """The staged file of a finished upload, opened for reading: 409 while the upload
+        is unfinished, 404 when the file at its path is no longer the one it staged
+        (moved, deleted, or replaced by a later upload). The caller closes it."""
+        record = await self._owned(owner, upload_id)
+        if record.status is UploadState.FINALIZING:
+            async with self.session(owner, upload_id) as session:  # completes the finalize
+                record = session.record
+        if record.status is not UploadState.COMPLETE:
+            length = "?" if record.length is None else record.length
+            raise Conflict(
+                f"upload {upload_id} is not complete ({record.offset} of {length} bytes): "
+                "it has no file to serve yet"
+            )
+        if record.kind is UploadKind.PART:
+            raise Conflict(f"upload {upload_id} is a partial upload: only its final is staged")
+        staged = await asyncio.to_thread(open_staged, record, self.layout)
+        if staged is None:
+            raise NotFound(
+                f"the file upload {upload_id} staged is no longer at {record.destination!r}: "
+                "moved, deleted or replaced since"
+            )
+        return staged
 
     @contextlib.asynccontextmanager
     async def session(

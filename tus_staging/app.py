@@ -15,7 +15,7 @@ from store.liveness import Liveness
 from store.metadata import MetadataService
 from store.uploads import Uploads
 
-from . import staging_api, tus_endpoint, web_page
+from . import staging_api, upload_routes, web_page
 from .allowed_hosts import AllowedHosts
 from .auth import Authenticator, SingleUserAuth, TokensFileAuth
 from .body_deadline import body_deadline
@@ -35,7 +35,7 @@ from .services import SERVICES, Services
 READ_BUFSIZE = 2 * 1024 * 1024
 # They stream their bodies through the body pump, which commits what arrived when the
 # client falls silent for the network timeout.
-SELF_TIMED_BODIES = (tus_endpoint.patch, tus_endpoint.create, tus_endpoint.post_with_override)
+SELF_TIMED_BODIES = upload_routes.STREAMING
 
 
 def is_loopback_host(host: str) -> bool:
@@ -158,14 +158,7 @@ def create_app(config: Config, redis_url: str) -> web.Application:
 
     app.cleanup_ctx.append(services_context)
     app.on_shutdown.append(on_shutdown)
-    base = config.base_path.rstrip("/")
-    app.router.add_route("OPTIONS", f"{base}/", tus_endpoint.options)
-    app.router.add_route("OPTIONS", f"{base}/{{upload_id}}", tus_endpoint.options)
-    app.router.add_post(f"{base}/", tus_endpoint.create)
-    app.router.add_route("HEAD", f"{base}/{{upload_id}}", tus_endpoint.head)
-    app.router.add_patch(f"{base}/{{upload_id}}", tus_endpoint.patch)
-    app.router.add_delete(f"{base}/{{upload_id}}", tus_endpoint.delete)
-    app.router.add_post(f"{base}/{{upload_id}}", tus_endpoint.post_with_override)
+    upload_routes.add_routes(app.router, config.base_path)  # tus and the IETF draft
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     staging_api.setup(app, config)

@@ -19,12 +19,14 @@ ALLOWED_HEADERS = ", ".join([
     "Authorization", "Content-Type", "Origin", "X-Requested-With", "X-Request-ID",
     "X-HTTP-Method-Override", "Tus-Resumable", "Upload-Length", "Upload-Offset",
     "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Upload-Checksum",
-    "Upload-Expires", "Upload-Draft-Interop-Version", "Upload-Complete",
+    "Upload-Expires", "Upload-Draft-Interop-Version", "Upload-Complete", "Content-Disposition",
 ])  # fmt: skip
 EXPOSED_HEADERS = ", ".join([
     "Location", "Upload-Offset", "Upload-Length", "Upload-Metadata", "Upload-Defer-Length",
     "Upload-Concat", "Upload-Expires", "Tus-Resumable", "Tus-Version", "Tus-Extension",
-    "Tus-Max-Size", "Tus-Checksum-Algorithm", "Retry-After",
+    "Tus-Max-Size", "Tus-Checksum-Algorithm", "Retry-After", "Upload-Complete", "Upload-Limit",
+    "Upload-Draft-Interop-Version", "Accept-Patch", "Content-Disposition", "Content-Range",
+    "Accept-Ranges",
 ])  # fmt: skip
 PREFLIGHT_MAX_AGE = "86400"
 DEFAULT_PORTS = {"http": 80, "https": 443}

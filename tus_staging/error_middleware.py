@@ -11,6 +11,7 @@ from aiohttp import web
 
 from protocol.errors import InsufficientStorage, ServiceUnavailable, TusError
 from protocol.headers import TUS_VERSION
+from protocol.ietf_fields import is_ietf_request
 from store.paths import PathInTheWay, UnsafePath
 
 from .services import REASON_KEY
@@ -32,25 +33,31 @@ def error_response(error: TusError, request: web.Request | None = None) -> web.R
     )
 
 
+def refusal_of(error: Exception, request: web.Request) -> TusError | None:
+    """The refusal ``error`` stands for; None for a failure of the server's own (a 500)."""
+    if isinstance(error, TusError):
+        return error
+    if isinstance(error, PathInTheWay):  # a file where a folder is needed: a conflict
+        return TusError(str(error), status=409)
+    if isinstance(error, UnsafePath):
+        return TusError(str(error), status=400)
+    if isinstance(error, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        log.warning("redis unavailable during %s %s", request.method, request.path)
+        return ServiceUnavailable("state store unavailable, retry shortly")
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        return InsufficientStorage("no space left on the upload volume")
+    return None
+
+
 @web.middleware
 async def errors_to_responses(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except TusError as error:
-        return error_response(error, request)
-    except PathInTheWay as error:  # a file where a folder is needed: a conflict with state
-        return error_response(TusError(str(error), status=409), request)
-    except UnsafePath as error:
-        return error_response(TusError(str(error), status=400), request)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        log.warning("redis unavailable during %s %s", request.method, request.path)
-        return error_response(ServiceUnavailable("state store unavailable, retry shortly"), request)
-    except OSError as error:
-        if error.errno in DISK_FULL:
-            return error_response(
-                InsufficientStorage("no space left on the upload volume"), request
-            )
-        raise
+    except Exception as error:
+        refusal = refusal_of(error, request)
+        if refusal is None:
+            raise
+        return error_response(refusal, request)
 
 
 def refusing(refusal: Callable[[web.Request], TusError | None]) -> web.Middleware:
@@ -68,13 +75,15 @@ def refusing(refusal: Callable[[web.Request], TusError | None]) -> web.Middlewar
 
 @web.middleware
 async def tus_resumable_header(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every tus response but OPTIONS carries Tus-Resumable (errors included)."""
+    """Every tus response but OPTIONS carries Tus-Resumable (errors included); the answers
+    to the IETF draft's requests do not (theirs is another protocol)."""
+    tagged = request.method != "OPTIONS" and not is_ietf_request(request.headers)
     try:
         response = await handler(request)
     except web.HTTPException as error:
-        if request.method != "OPTIONS":
+        if tagged:
             error.headers["Tus-Resumable"] = TUS_VERSION
         raise
-    if request.method != "OPTIONS":
+    if tagged:
         response.headers.setdefault("Tus-Resumable", TUS_VERSION)
     return response

@@ -43,6 +43,11 @@ BYTES_RECEIVED = Counter(
 UPLOAD_EVENTS = Counter(
     "tus_staging_uploads_total", "uploads by lifecycle event", ["event"]
 )  # created, finished, terminated, expired
+IETF_REQUESTS = Counter(
+    "tus_staging_ietf_requests_total",
+    "requests of the IETF resumable-upload draft, by the interop version they name",
+    ["interop"],
+)  # interop: 6, 7, 8, none, other
 LOCK_WAITS = Counter("tus_staging_lock_waits_total", "lock acquisitions that found the upload busy")
 LOCK_RELEASES = Counter(
     "tus_staging_lock_releases_total", "streaming requests that gave up their lock when asked"

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
-from protocol.errors import Locked, NotFound, PayloadTooLarge
+from protocol.errors import Locked, NotFound, PayloadTooLarge, ServiceUnavailable
 from protocol.headers import parse_checksum
 from store.checksums import ExpectedChecksum
 from store.locks import LockLost
+from store.record import UploadRecord
 from store.session import UploadSession
 from store.state_store import StaleOffset, UploadVanished
 
 from .body_pump import BodyEnd, PumpSettings, pump_body
-from .metrics import BYTES_RECEIVED
+from .metrics import BYTES_RECEIVED, LOCK_RELEASES
 from .request_log import BYTES
 from .services import Services
 
@@ -42,9 +45,10 @@ async def receive_body(
     services: Services,
     session: UploadSession,
     checksum: ExpectedChecksum | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> BodyEnd:
     """Stream the body at the committed offset and commit what arrives; the session's
-    record then holds the new offset."""
+    record then holds the new offset. ``progress`` is told each newly committed offset."""
     config = services.config
     record = session.record
     limit = record.length if record.length is not None else config.max_size
@@ -57,6 +61,8 @@ async def receive_body(
     def committed(count: int) -> None:
         BYTES_RECEIVED.inc(count)
         request[BYTES] = request.get(BYTES, 0) + count
+        if progress is not None:
+            progress(record.offset)
 
     settings = PumpSettings(config.block_size, config.network_timeout, config.lock.renew_every)
     try:
@@ -68,3 +74,16 @@ async def receive_body(
     except (StaleOffset, UploadVanished) as error:
         raise NotFound(str(error)) from None
     return end
+
+
+def refuse_cut_body(end: BodyEnd, record: UploadRecord) -> None:
+    """A body that did not end normally: what arrived is committed; say why it stopped."""
+    if end is BodyEnd.TOO_LARGE:
+        raise PayloadTooLarge(f"the body runs past Upload-Length {record.length}")
+    if end is BodyEnd.RELEASED:
+        LOCK_RELEASES.inc()
+        raise Locked(f"another request took over upload {record.id} at {record.offset}")
+    if end is BodyEnd.SHUTDOWN:
+        raise ServiceUnavailable(
+            f"server restarting; upload {record.id} kept at {record.offset}", retry_after=2
+        )

@@ -15,15 +15,14 @@ from collections.abc import Iterable
 from difflib import SequenceMatcher
 from operator import itemgetter
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from protocol.errors import BadRequest
 from protocol.paths import HOME
 from store.area_listing import AreaWalk
 
+from .file_response import ExactFileResponse, download_headers
 from .staging_context import caller, requested, show_hidden
 from .staging_paths import missing, relative_path
 
@@ -153,25 +152,8 @@ async def similar(request: web.Request) -> web.Response:
     return json_body(await who.walk(found))
 
 
-class NamedFileResponse(web.FileResponse):
-    """Exactly the named file's bytes. aiohttp's FileResponse serves ``x.gz`` instead of
-    ``x`` to a client that accepts gzip, when both exist: it is not told the client's
-    Accept-Encoding."""
-
-    async def prepare(self, request: web.BaseRequest) -> Any:
-        headers = CIMultiDict(request.headers)
-        headers.popall("Accept-Encoding", None)
-        return await super().prepare(request.clone(headers=headers))
-
-
 async def download(request: web.Request) -> web.StreamResponse:
     who = await caller(request)
     where = await who.file_at(requested(request))
     # Streamed with sendfile; Range requests answered (206/416). A download, never shown.
-    return NamedFileResponse(
-        where.staged,
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(where.staged.name)}",
-        },
-    )
+    return ExactFileResponse(where.staged, headers=download_headers(where.staged.name))

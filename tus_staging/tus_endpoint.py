@@ -19,9 +19,7 @@ from protocol.errors import (
     BadRequest,
     Conflict,
     Forbidden,
-    Locked,
     PayloadTooLarge,
-    ServiceUnavailable,
 )
 from protocol.forwarded import public_origin
 from protocol.headers import (
@@ -41,8 +39,13 @@ from protocol.metadata import decode_metadata
 from store.record import UploadRecord, is_upload_id
 
 from .body_pump import BodyEnd
-from .metrics import LOCK_RELEASES
-from .receive import declared_body_size, expected_checksum, has_body, receive_body
+from .receive import (
+    declared_body_size,
+    expected_checksum,
+    has_body,
+    receive_body,
+    refuse_cut_body,
+)
 from .request_log import UPLOAD_ID
 from .services import Services, authenticated_user, services_of
 
@@ -112,7 +115,7 @@ async def create(request: web.Request) -> web.Response:
                 end = await receive_body(request, services, session, checksum)
             if session.record.is_full:
                 await session.finish()
-            _refuse_cut_body(end, session.record)
+            refuse_cut_body(end, session.record)
             record = session.record
         headers = _creation_headers(request, services, record)
         if with_body:
@@ -159,14 +162,8 @@ async def head(request: web.Request) -> web.Response:
     check_tus_resumable(request.headers.get("Tus-Resumable"))
     services = services_of(request)
     user = await authenticated_user(request)
-    upload_id = request.match_info["upload_id"]
-    record = await services.uploads.peek(user, upload_id)
-    if record is not None:
-        return _head_response(record)
-    # Someone holds the lock (maybe a PATCH whose client vanished): ask it to commit and
-    # let go, so that the offset answered includes every byte it received.
-    async with services.uploads.session(user, upload_id) as session:
-        return _head_response(session.record)
+    record = await services.uploads.current(user, request.match_info["upload_id"])
+    return _head_response(record)
 
 
 def _head_response(record: UploadRecord) -> web.Response:
@@ -212,22 +209,9 @@ async def patch(request: web.Request) -> web.Response:
                 await session.finish()
         elif declared_body_size(request):
             raise PayloadTooLarge(f"upload {record.id} is already complete")
-        _refuse_cut_body(end, record)
+        refuse_cut_body(end, record)
         headers = {"Upload-Offset": str(record.offset), **_expiry_header(record)}
         return web.Response(status=204, headers=headers)
-
-
-def _refuse_cut_body(end: BodyEnd, record: UploadRecord) -> None:
-    """A body that did not end normally: what arrived is committed; say why it stopped."""
-    if end is BodyEnd.TOO_LARGE:
-        raise PayloadTooLarge(f"the body runs past Upload-Length {record.length}")
-    if end is BodyEnd.RELEASED:
-        LOCK_RELEASES.inc()
-        raise Locked(f"another request took over upload {record.id} at {record.offset}")
-    if end is BodyEnd.SHUTDOWN:
-        raise ServiceUnavailable(
-            f"server restarting; upload {record.id} kept at {record.offset}", retry_after=2
-        )
 
 
 async def delete(request: web.Request) -> web.Response:

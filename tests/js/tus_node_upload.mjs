@@ -13,6 +13,12 @@
 //   --abort-after FRACTION   abort (upload.abort(), no termination) once progress > FRACTION
 //   --resume                 find the previous upload of this file in --url-storage and
 //                            resume it (exit 3 if there is none)
+//   --protocol NAME          tus-js-client's protocol option: tus-v1 (default),
+//                            ietf-draft-03 or ietf-draft-05
+//   --upload-data-during-creation   send the first chunk with the creation request
+//   --buffer                 upload the file read into a Buffer, not a stream of its path
+//                            (tus-js-client 4.3.1 tells the end of a path's content wrongly:
+//                            its last IETF append of several says Upload-Complete: ?0)
 //
 // On success prints one JSON line on stdout: {"url", "firstProgress", "lastProgress",
 // "resumedFrom", "aborted", "previousUploads"} and exits 0; on error prints the error on
@@ -25,7 +31,16 @@ import * as tus from 'tus-js-client'
 
 function parseArgs(argv) {
   const positional = []
-  const options = { destPath: null, filename: null, urlStorage: null, abortAfter: null, resume: false }
+  const options = {
+    destPath: null,
+    filename: null,
+    urlStorage: null,
+    abortAfter: null,
+    resume: false,
+    protocol: 'tus-v1',
+    uploadDataDuringCreation: false,
+    buffer: false,
+  }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
     const value = () => {
@@ -37,6 +52,9 @@ function parseArgs(argv) {
     else if (arg === '--url-storage') options.urlStorage = value()
     else if (arg === '--abort-after') options.abortAfter = Number(value())
     else if (arg === '--resume') options.resume = true
+    else if (arg === '--protocol') options.protocol = value()
+    else if (arg === '--upload-data-during-creation') options.uploadDataDuringCreation = true
+    else if (arg === '--buffer') options.buffer = true
     else if (arg.startsWith('--')) throw new Error(`unknown option ${arg}`)
     else positional.push(arg)
   }
@@ -73,6 +91,8 @@ function upload(args) {
       metadata,
       chunkSize: args.chunkSize,
       parallelUploads: args.parallelUploads,
+      protocol: args.protocol,
+      uploadDataDuringCreation: args.uploadDataDuringCreation,
       retryDelays: [0, 500, 1000, 2000],
       onProgress(bytesSent, bytesTotal) {
         if (report.firstProgress === null) report.firstProgress = bytesSent
@@ -91,7 +111,8 @@ function upload(args) {
       },
     }
     if (args.urlStorage !== null) options.urlStorage = new tus.FileUrlStorage(args.urlStorage)
-    const upload = new tus.Upload(fs.createReadStream(args.file), options)
+    const input = args.buffer ? fs.readFileSync(args.file) : fs.createReadStream(args.file)
+    const upload = new tus.Upload(input, options)
 
     if (!args.resume) {
       upload.start()
