@@ -256,3 +256,19 @@ def test_metadata_header_is_echoed_exactly(alice: TusTestClient) -> None:
     )
     assert response.status_code == 201
     assert alice.head(alice.location(response)).headers["Upload-Metadata"] == header
+
+
+def test_a_deferred_length_body_past_max_size_says_so(make_server) -> None:
+    server = make_server("--max-size", "1000")
+    alice = TusTestClient(server.files_url, "tok-alice")
+    url = alice.create_url(None, "deferred.bin")
+
+    def body() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b"c" * 100
+
+    headers = alice.headers(Upload_Offset="0", Content_Type=OCTET)
+    response = requests.patch(url, headers=headers, data=body())
+    assert_refused(response, 413)
+    assert "largest upload allowed" in response.text and "None" not in response.text
+    assert alice.offset(url) <= 1000

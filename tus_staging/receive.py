@@ -79,6 +79,10 @@ async def receive_body(
 def refuse_cut_body(end: BodyEnd, record: UploadRecord) -> None:
     """A body that did not end normally: what arrived is committed; say why it stopped."""
     if end is BodyEnd.TOO_LARGE:
+        if record.length is None:  # a deferred length: the server's maximum was the limit
+            raise PayloadTooLarge(
+                f"the body runs past the largest upload allowed; kept up to {record.offset}"
+            )
         raise PayloadTooLarge(f"the body runs past Upload-Length {record.length}")
     if end is BodyEnd.RELEASED:
         LOCK_RELEASES.inc()
