@@ -22,7 +22,6 @@ Each upload is checked against the server's sidecar (md5, size), then removed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import resource
 import statistics
@@ -44,27 +43,8 @@ from bench_upload import (
     write_random_file,
 )
 
+from bench.machine import cpu_lines, load_average
 from tests.servers import ServerProcess
-
-
-def cpu_lines() -> list[str]:
-    """The CPU model and its flags, as /proc/cpuinfo names them."""
-    fields = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            name, _, value = line.partition(":")
-            fields.setdefault(name.strip(), value.strip())
-    return [
-        f"CPU: {fields.get('model name', '?')}, {os.cpu_count()} CPUs "
-        f"(nproc {len(os.sched_getaffinity(0))}), load average {load_average()}",
-        f"CPU flags: {fields.get('flags', '?')}",
-        f"Python {sys.version.split()[0]}",
-    ]
-
-
-def load_average() -> str:
-    """Other processes share the machine: say how busy it was."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def children_cpu() -> float:

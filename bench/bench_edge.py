@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import statistics
 import sys
 import tempfile
@@ -27,23 +25,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_upload import Bench, dd_write, md5sum_twice, write_random_file
+from bench.machine import cpu_lines
 from tests.servers import TOKENS, RedisProcess, ServerProcess
 from tus_staging.connection_cap import ConnectionCounts, CountedConnection
 
 MiB = 1024 * 1024
 CALLS = 1_000_000
-
-
-def cpu_lines() -> list[str]:
-    model, flags = "unknown", "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            if name.strip() == "flags" and flags == "unknown":
-                flags = value.strip()
-    return [f"CPU: {model}, {os.cpu_count()} CPUs", f"CPU flags: {flags}"]
 
 
 class Nothing(asyncio.Protocol):
@@ -75,7 +62,6 @@ def main() -> None:
     size = args.size_mib * MiB
     for line in cpu_lines():
         print(line)
-    print(f"python {sys.version.split()[0]}")
     plain_ns, counted_ns = forwarding_cost_ns()
     print(f"data_received, direct:                   {plain_ns:7.1f} ns per call")
     print(f"data_received, through CountedConnection: {counted_ns:7.1f} ns per call "

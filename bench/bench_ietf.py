@@ -19,7 +19,6 @@ tokens file) and its redis-server in a temp dir on one filesystem:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -29,17 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_edge import cpu_lines
 from bench.bench_upload import Bench, dd_write, md5sum_twice, running_server, write_random_file
+from bench.machine import cpu_lines, load_average
 from protocol.headers import OFFSET_OCTET_STREAM, TUS_VERSION
 from tests.ietf_client import IetfClient
 from tests.raw_http import RawConnection, RawResponse
 
 MiB = 1024 * 1024
-
-
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 class Uploads:
@@ -110,7 +105,6 @@ def main() -> None:
     size = args.size_mib * MiB
     for line in cpu_lines():
         print(line)
-    print(f"python {sys.version.split()[0]}, load average {load_average()} at the start")
     with tempfile.TemporaryDirectory(prefix="bench-ietf-") as tmp_name:
         tmp = Path(tmp_name)
         path = tmp / "random.bin"

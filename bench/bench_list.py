@@ -31,23 +31,11 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import cpu_lines
 from store.area_listing import AreaWalk
 from tests.servers import RedisProcess, ServerProcess
 from tests.test_staging_isolation import make_folder_of_files
 from tus_staging.staging_browse import json_array
-
-
-def machine() -> list[str]:
-    info = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        info.setdefault(key.strip(), value.strip())
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return [
-        f"CPU: {info.get('model name', '?')}, {os.cpu_count()} CPUs; load average {load}",
-        f"CPU flags: {info.get('flags', '?')}",
-        f"Python {sys.version.split()[0]}",
-    ]
 
 
 def timed(job: Callable[[], object]) -> tuple[float, object]:
@@ -155,7 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=50_000)
     args = parser.parse_args()
-    for line in machine():
+    for line in cpu_lines():
         print(line)
     with tempfile.TemporaryDirectory(prefix="bench-list-") as temp:
         data = Path(temp) / "data"
@@ -195,7 +183,7 @@ def main() -> None:
             f"{max(lateness) * 1000:.1f} ms late)"
         )
         print(end_to_end(data, args.files))
-    print(machine()[0])
+    print(cpu_lines()[0])
 
 
 if __name__ == "__main__":

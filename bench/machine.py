@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 
@@ -26,9 +27,10 @@ def load_average() -> str:
 
 
 def cpu_lines() -> list[str]:
-    """CPU model and count, then all its flags."""
+    """CPU model and count, all its flags, the load average now, and the Python."""
     return [
         f"CPU: {cpuinfo_field('model name') or 'unknown'}, {os.cpu_count()} CPUs "
-        f"(nproc {len(os.sched_getaffinity(0))}).",
+        f"(nproc {len(os.sched_getaffinity(0))}), load average {load_average()}.",
         f"CPU flags: {cpuinfo_field('flags') or 'unknown'}.",
+        f"Python {sys.version.split()[0]}.",
     ]
