@@ -16,25 +16,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-
-from redis.asyncio import Redis
 
 from protocol.errors import Locked
 
 from .keys import instance_key, lock_key, release_key
 from .liveness import Liveness
 from .liveness import current as current_liveness
+from .scripts import LuaScript
+from .topology import UNAVAILABLE, RedisClient
+
+log = logging.getLogger("tus_staging.store")
 
 # KEYS[1] lock, KEYS[2] release request; ARGV[1] token, ARGV[2] ttl ms.
 # Returns {-1, 0} when the token no longer holds the lock, else {whether a release was
 # asked, ms the lock has left}. The TTL is extended only once half of it has run out:
 # most renewals are then reads, which append nothing to Redis's AOF, so they cost no
 # fsync (with appendfsync always, each write's fsync stalls every other Redis client).
-_RENEW = """
+_RENEW = LuaScript("""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0} end
 local left = redis.call('PTTL', KEYS[1])
 if left < tonumber(ARGV[2]) / 2 then
@@ -42,13 +45,13 @@ if left < tonumber(ARGV[2]) / 2 then
     left = tonumber(ARGV[2])
 end
 return {redis.call('EXISTS', KEYS[2]), left}
-"""
+""")
 
 # KEYS[1] lock; ARGV[1] token. Deletes the lock only if we still hold it.
-_RELEASE = """
+_RELEASE = LuaScript("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"""
+""")
 
 
 class LockLost(Exception):
@@ -70,7 +73,7 @@ class UploadLock:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         upload_id: str,
         token: str,
         settings: LockSettings,
@@ -118,13 +121,10 @@ class UploadLock:
     async def renew(self) -> None:
         self.check_liveness()
         started = time.monotonic()
-        asked, left_ms = await self.redis.eval(
-            _RENEW,
-            2,
-            self.key,
-            release_key(self.upload_id),
-            self.token,
-            int(self.settings.ttl * 1000),
+        asked, left_ms = await _RENEW.run(
+            self.redis,
+            [self.key, release_key(self.upload_id)],
+            [self.token, int(self.settings.ttl * 1000)],
         )
         if int(asked) < 0:
             self._valid_until = 0.0
@@ -133,8 +133,20 @@ class UploadLock:
         self.release_requested = bool(int(asked))
 
     async def release(self) -> None:
+        """Let go (never raises for an unreachable Redis: see below)."""
         self._valid_until = 0.0
-        await self.redis.eval(_RELEASE, 1, self.key, self.token)
+        try:
+            await self._release()
+        except UNAVAILABLE as error:
+            # Redis is away (failing over, say). This process, alive, holds the lock no
+            # more, but a newcomer would wait out its whole TTL: release it as soon as
+            # Redis answers again (the TTL frees it at the latest).
+            log.warning("lock on %s not released yet: %s", self.upload_id, error)
+            if self.liveness is not None:
+                self.liveness.retry_later(self._release, self.settings.ttl)
+
+    async def _release(self) -> None:
+        await _RELEASE.run(self.redis, [self.key], [self.token])
 
 
 async def renew_between(lock: UploadLock, step: Callable[[], int]) -> int:
@@ -177,7 +189,7 @@ async def keep_renewed(*locks: UploadLock) -> AsyncIterator[None]:
 
 
 async def acquire_lock(
-    redis: Redis,
+    redis: RedisClient,
     upload_id: str,
     settings: LockSettings,
     liveness: Liveness | None = None,
@@ -191,17 +203,26 @@ async def acquire_lock(
     deadline = time.monotonic() + settings.wait
     pause = 0.02
     waited = False
+
+    async def held(since: float) -> UploadLock:
+        # A release request left over from an earlier contest is not meant for us.
+        await redis.delete(release_key(upload_id))
+        lock = UploadLock(redis, upload_id, token, settings, liveness)
+        lock._mark_renewed(since)
+        lock.waited = waited
+        return lock
+
     while True:
         started = time.monotonic()
         if await redis.set(lock_key(upload_id), token, nx=True, px=int(settings.ttl * 1000)):
-            # A release request left over from an earlier contest is not meant for us.
-            await redis.delete(release_key(upload_id))
-            lock = UploadLock(redis, upload_id, token, settings, liveness)
-            lock._mark_renewed(started)
-            lock.waited = waited
-            return lock
+            return await held(started)
+        holder = await redis.get(lock_key(upload_id))
+        if holder is None:
+            continue  # released meanwhile: try again at once
+        if holder == token.encode():
+            return await held(started)  # our own SET, sent again after its answer was lost
         waited = True
-        if await _took_over_from_dead_holder(redis, upload_id):
+        if await _took_over_from_dead_holder(redis, upload_id, holder):
             continue
         # Ask (again: the holder may have changed) and wait; the ask expires by itself.
         await redis.set(release_key(upload_id), b"1", px=int(settings.ttl * 1000))
@@ -214,10 +235,7 @@ async def acquire_lock(
         pause = min(pause * 2, 0.25)
 
 
-async def _took_over_from_dead_holder(redis: Redis, upload_id: str) -> bool:
-    holder = await redis.get(lock_key(upload_id))
-    if holder is None:
-        return True  # released meanwhile: try again at once
+async def _took_over_from_dead_holder(redis: RedisClient, upload_id: str, holder: bytes) -> bool:
     instance, sep, _ = holder.decode(errors="replace").partition(":")
     if not sep:
         return False  # a holder without liveness: only its TTL frees the lock
@@ -226,4 +244,4 @@ async def _took_over_from_dead_holder(redis: Redis, upload_id: str) -> bool:
     # (SET XX) fails and voids every lock it held — so "gone now" means "dead for good".
     if await redis.exists(instance_key(instance)):
         return False
-    return bool(await redis.eval(_RELEASE, 1, lock_key(upload_id), holder))
+    return bool(await _RELEASE.run(redis, [lock_key(upload_id)], [holder]))

@@ -19,8 +19,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from redis.asyncio import Redis
-
 from protocol.errors import BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge, TusError
 from protocol.lifecycle import UploadKind, UploadState
 
@@ -32,8 +30,10 @@ from .partial import StreamState, create_partial, partial_path, remove_partial
 from .paths import ensure_dir, twin_along
 from .quotas import Quotas, UserLimits
 from .record import UploadRecord, is_upload_id
+from .replication import ReplicatedWrites, ReplicaWaitSettings
 from .session import UploadSession
 from .state_store import StateStore
+from .topology import RedisClient
 
 log = logging.getLogger("tus_staging.store")
 
@@ -58,6 +58,7 @@ class StoreSettings:
     checkpoint_bytes: int = 64 * 1024 * 1024  # fsync + commit every this many bytes
     max_size: int | None = None  # bytes; None: no limit
     limits: UserLimits = field(default_factory=UserLimits)
+    replica_wait: ReplicaWaitSettings = field(default_factory=ReplicaWaitSettings)
 
 
 @dataclass
@@ -68,12 +69,14 @@ class StoreObservers:
     finalized: Callable[[float], None] = lambda seconds: None
     event: Callable[[str], None] = lambda kind: None
     blocks_written: Callable[[], None] = lambda: None
+    # A record write waited for replicas: seconds, and whether they acknowledged in time.
+    replica_wait: Callable[[float, bool], None] = lambda seconds, acknowledged: None
 
 
 class Uploads:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         layout: DataLayout,
         settings: StoreSettings,
         *,
@@ -92,7 +95,8 @@ class Uploads:
         )
         self.observers = observers or StoreObservers()
         self.clock = clock
-        self.records = StateStore(redis)
+        writes = ReplicatedWrites(redis, settings.replica_wait, self.observers.replica_wait)
+        self.records = StateStore(redis, writes)
         self.quotas = Quotas(redis, settings.limits)
         self.events = Events(redis, on_finished, self.observers.event)
 
