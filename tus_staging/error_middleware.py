@@ -1,4 +1,5 @@
-"""Turn every refusal into its status with a one-line reason; never a 500 for bad input."""
+"""Turn every refusal into its status with a one-line reason; never a 500 for bad input,
+nor for a Redis that is away or failing over (503 with Retry-After: it comes back)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,21 @@ import errno
 import logging
 from collections.abc import Awaitable, Callable
 
-import redis.exceptions
 from aiohttp import web
 
-from protocol.errors import InsufficientStorage, ServiceUnavailable, TusError
+from protocol.errors import (
+    Conflict,
+    InsufficientStorage,
+    Locked,
+    NotFound,
+    ServiceUnavailable,
+    TusError,
+)
 from protocol.headers import TUS_VERSION
+from store.locks import LockLost
 from store.paths import PathInTheWay, UnsafePath
+from store.state_store import StaleOffset, UploadVanished
+from store.topology import UNAVAILABLE
 
 from .services import REASON_KEY
 
@@ -19,6 +29,8 @@ log = logging.getLogger("tus_staging")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# Seconds a client is asked to wait while Redis is away: a failover takes a few.
+REDIS_RETRY_AFTER = 2
 
 
 def error_response(error: TusError, request: web.Request | None = None) -> web.Response:
@@ -42,9 +54,20 @@ async def errors_to_responses(request: web.Request, handler: Handler) -> web.Str
         return error_response(TusError(str(error), status=409), request)
     except UnsafePath as error:
         return error_response(TusError(str(error), status=400), request)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        log.warning("redis unavailable during %s %s", request.method, request.path)
-        return error_response(ServiceUnavailable("state store unavailable, retry shortly"), request)
+    except UNAVAILABLE as error:
+        log.warning("redis unavailable during %s %s: %r", request.method, request.path, error)
+        unavailable = ServiceUnavailable(
+            "state store unavailable, retry shortly", retry_after=REDIS_RETRY_AFTER
+        )
+        return error_response(unavailable, request)
+    # The upload changed hands, or went, under this request (a lost lock, a failover):
+    # what was committed is kept; the client asks for the offset again.
+    except LockLost as error:
+        return error_response(Locked(f"{error}; resume from HEAD", {"Retry-After": "1"}), request)
+    except StaleOffset as error:
+        return error_response(Conflict(f"{error}; resume from HEAD"), request)
+    except UploadVanished as error:
+        return error_response(NotFound(str(error)), request)
     except OSError as error:
         if error.errno in DISK_FULL:
             return error_response(

@@ -11,20 +11,19 @@ written by whoever computed it is read back.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from redis.asyncio import Redis
-
 from protocol.errors import ServiceUnavailable
 from store.area_files import entry
+from store.keys import metadata_lock_name
 from store.layout import DataLayout
 from store.locks import LockLost, LockSettings, acquire_lock, renew_between
 from store.partial import StreamState
 from store.sidecar import metadata_record, read_json_object, read_tail, write_json_atomically
+from store.topology import RedisClient
 
 log = logging.getLogger("tus_staging.metadata")
 
@@ -44,7 +43,7 @@ def is_fresh(record: dict[str, Any] | None, info: os.stat_result) -> bool:
 
 
 class MetadataService:
-    def __init__(self, redis: Redis, layout: DataLayout, digest_names: list[str]):
+    def __init__(self, redis: RedisClient, layout: DataLayout, digest_names: list[str]):
         self.redis = redis
         self.layout = layout
         self.digest_names = digest_names
@@ -73,8 +72,9 @@ class MetadataService:
     async def _compute_once(
         self, user: str, relative: PurePosixPath, path: Path, sidecar: Path
     ) -> dict[str, Any]:
-        name = "meta-" + hashlib.sha256(f"{user}\0{relative}".encode()).hexdigest()[:32]
-        lock = await acquire_lock(self.redis, name, LockSettings(wait=COMPUTE_WAIT))
+        lock = await acquire_lock(
+            self.redis, metadata_lock_name(user, str(relative)), LockSettings(wait=COMPUTE_WAIT)
+        )
         try:
             info = await asyncio.to_thread(os.stat, path)
             cached = await asyncio.to_thread(read_json_object, sidecar)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from protocol.errors import Locked, NotFound, PayloadTooLarge
+from protocol.errors import PayloadTooLarge
 from protocol.headers import parse_checksum
 from store.checksums import ExpectedChecksum
-from store.locks import LockLost
 from store.session import UploadSession
-from store.state_store import StaleOffset, UploadVanished
 
 from .body_pump import BodyEnd, PumpSettings, pump_body
 from .metrics import BYTES_RECEIVED
@@ -59,12 +57,7 @@ async def receive_body(
         request[BYTES] = request.get(BYTES, 0) + count
 
     settings = PumpSettings(config.block_size, config.network_timeout, config.lock.renew_every)
-    try:
-        async with session.appending(checksum, committed) as appender:
-            end = await pump_body(request, appender, settings, limit, services.stopping)
-            await appender.end_body(whole=end is BodyEnd.COMPLETE)
-    except LockLost as error:
-        raise Locked(f"{error}; resume from HEAD") from None
-    except (StaleOffset, UploadVanished) as error:
-        raise NotFound(str(error)) from None
+    async with session.appending(checksum, committed) as appender:
+        end = await pump_body(request, appender, settings, limit, services.stopping)
+        await appender.end_body(whole=end is BodyEnd.COMPLETE)
     return end
