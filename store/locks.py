@@ -27,6 +27,7 @@ from protocol.errors import Locked
 from .keys import instance_key, lock_key, release_key
 from .liveness import Liveness
 from .liveness import current as current_liveness
+from .replication import ReplicatedWrites
 from .scripts import LuaScript
 from .topology import UNAVAILABLE, RedisClient
 
@@ -78,9 +79,11 @@ class UploadLock:
         token: str,
         settings: LockSettings,
         liveness: Liveness | None = None,
+        writes: ReplicatedWrites | None = None,
     ):
         self.redis = redis
         self.liveness = liveness
+        self.writes = writes
         self.generation = liveness.generation if liveness is not None else 0
         self.upload_id = upload_id  # or any name sharing the upload key scheme (destinations)
         self.token = token
@@ -133,20 +136,35 @@ class UploadLock:
         self.release_requested = bool(int(asked))
 
     async def release(self) -> None:
-        """Let go (never raises for an unreachable Redis: see below)."""
+        """Let go (never raises for an unreachable Redis: see release_when_back)."""
         self._valid_until = 0.0
         try:
-            await self._release()
+            if self.writes is not None:
+                # Replicated before anyone is answered: a release lost in a failover would
+                # leave the upload locked by a live process that holds nothing, until the TTL.
+                await self.writes.script(_RELEASE, [self.key], [self.token])
+            else:
+                await _RELEASE.run(self.redis, [self.key], [self.token])
         except UNAVAILABLE as error:
-            # Redis is away (failing over, say). This process, alive, holds the lock no
-            # more, but a newcomer would wait out its whole TTL: release it as soon as
-            # Redis answers again (the TTL frees it at the latest).
             log.warning("lock on %s not released yet: %s", self.upload_id, error)
-            if self.liveness is not None:
-                self.liveness.retry_later(self._release, self.settings.ttl)
+            release_when_back(self.redis, self.upload_id, self.token, self.settings, self.liveness)
 
-    async def _release(self) -> None:
-        await _RELEASE.run(self.redis, [self.key], [self.token])
+
+def release_when_back(
+    redis: RedisClient,
+    name: str,
+    token: str,
+    settings: LockSettings,
+    liveness: Liveness | None,
+) -> None:
+    """Release the lock ``token`` may hold as soon as Redis answers again.
+
+    While Redis is away (failing over, say) this process, alive, cannot let go of a lock
+    it no longer uses, and a newcomer would wait out the lock's whole TTL. The release
+    is token-guarded, so it is safe whenever it runs (the TTL frees the lock at the
+    latest)."""
+    if liveness is not None:
+        liveness.retry_later(lambda: _RELEASE.run(redis, [lock_key(name)], [token]), settings.ttl)
 
 
 async def renew_between(lock: UploadLock, step: Callable[[], int]) -> int:
@@ -193,10 +211,12 @@ async def acquire_lock(
     upload_id: str,
     settings: LockSettings,
     liveness: Liveness | None = None,
+    writes: ReplicatedWrites | None = None,
 ) -> UploadLock:
     """Take the upload's lock, asking a current holder to release; 423 after settings.wait.
 
-    ``liveness`` defaults to this process's (see store/liveness.py)."""
+    ``liveness`` defaults to this process's (see store/liveness.py); with ``writes``, the
+    release waits for a replica (see store/replication.py)."""
     liveness = liveness or current_liveness()
     secret = secrets.token_hex(16)
     token = f"{liveness.instance_id}:{secret}" if liveness is not None else secret
@@ -207,32 +227,37 @@ async def acquire_lock(
     async def held(since: float) -> UploadLock:
         # A release request left over from an earlier contest is not meant for us.
         await redis.delete(release_key(upload_id))
-        lock = UploadLock(redis, upload_id, token, settings, liveness)
+        lock = UploadLock(redis, upload_id, token, settings, liveness, writes)
         lock._mark_renewed(since)
         lock.waited = waited
         return lock
 
-    while True:
-        started = time.monotonic()
-        if await redis.set(lock_key(upload_id), token, nx=True, px=int(settings.ttl * 1000)):
-            return await held(started)
-        holder = await redis.get(lock_key(upload_id))
-        if holder is None:
-            continue  # released meanwhile: try again at once
-        if holder == token.encode():
-            return await held(started)  # our own SET, sent again after its answer was lost
-        waited = True
-        if await _took_over_from_dead_holder(redis, upload_id, holder):
-            continue
-        # Ask (again: the holder may have changed) and wait; the ask expires by itself.
-        await redis.set(release_key(upload_id), b"1", px=int(settings.ttl * 1000))
-        if time.monotonic() + pause > deadline:
-            raise Locked(
-                f"upload {upload_id} is busy with another request; retry in a few seconds",
-                {"Retry-After": "2"},
-            )
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.25)
+    try:
+        while True:
+            started = time.monotonic()
+            if await redis.set(lock_key(upload_id), token, nx=True, px=int(settings.ttl * 1000)):
+                return await held(started)
+            holder = await redis.get(lock_key(upload_id))
+            if holder is None:
+                continue  # released meanwhile: try again at once
+            if holder == token.encode():
+                return await held(started)  # our own SET, sent again after its answer was lost
+            waited = True
+            if await _took_over_from_dead_holder(redis, upload_id, holder):
+                continue
+            # Ask (again: the holder may have changed) and wait; the ask expires by itself.
+            await redis.set(release_key(upload_id), b"1", px=int(settings.ttl * 1000))
+            if time.monotonic() + pause > deadline:
+                raise Locked(
+                    f"upload {upload_id} is busy with another request; retry in a few seconds",
+                    {"Retry-After": "2"},
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+    except UNAVAILABLE:
+        # A SET whose answer was lost with Redis may have taken the lock for us.
+        release_when_back(redis, upload_id, token, settings, liveness)
+        raise
 
 
 async def _took_over_from_dead_holder(redis: RedisClient, upload_id: str, holder: bytes) -> bool:

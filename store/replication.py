@@ -27,7 +27,7 @@ from redis.asyncio.cluster import ClusterNode, PipelineCommand
 from redis.exceptions import AskError, NoScriptError
 
 from .scripts import Arg, LuaScript
-from .topology import SOCKET_TIMEOUT, RedisClient
+from .topology import SOCKET_TIMEOUT, RedisClient, closed_under_us_is_unavailable
 
 log = logging.getLogger("tus_staging.store")
 
@@ -114,7 +114,8 @@ class ReplicatedWrites:
                 result, acknowledged = await pipe.execute(raise_on_error=False)
             return result, acknowledged
         pair = [PipelineCommand(0, *command), PipelineCommand(1, *wait)]
-        await node.execute_pipeline(pair)
+        with closed_under_us_is_unavailable():
+            await node.execute_pipeline(pair)
         return pair[0].result, pair[1].result
 
     def _node_of(self, key: str) -> ClusterNode | None:
@@ -132,7 +133,8 @@ class ReplicatedWrites:
         if node is None:
             info = await self.redis.info("replication")
         else:
-            info = await node.execute_command("INFO", "replication")
+            with closed_under_us_is_unavailable():
+                info = await node.execute_command("INFO", "replication")
         online = sum(
             1
             for name_, value in info.items()

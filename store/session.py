@@ -26,7 +26,7 @@ from .concatenation import copy_parts
 from .crash_points import crash_point
 from .finalize import place_file, prepare_result
 from .keys import destination_lock_name
-from .locks import UploadLock, acquire_lock, keep_renewed
+from .locks import UploadLock, keep_renewed
 from .partial import PartialWriter, StreamState, file_identity, partial_path, remove_partial
 from .record import UploadRecord
 
@@ -212,8 +212,7 @@ class UploadSession:
             self.check(UploadEvent.FINALIZE)  # resuming one that a crash interrupted
         # Finalizes of one name in one folder take turns (also with a look-alike name), so
         # one upload's move and sidecar never interleave with another's.
-        dest_lock = await acquire_lock(
-            uploads.redis,
+        dest_lock = await uploads.lock(
             destination_lock_name(record.owner, twin_key(record.destination)),
             uploads.settings.lock,
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis.exceptions
 from redis.asyncio import Redis, RedisCluster, Sentinel
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 RedisClient = Redis | RedisCluster
 
@@ -68,6 +69,27 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.exceptions.ReadOnlyError,
     redis.exceptions.RedisClusterException,  # also SlotNotCoveredError
 )
+
+
+@contextlib.contextmanager
+def closed_under_us_is_unavailable() -> Iterator[None]:
+    """redis-py's cluster client closes every node's connections when it meets a cluster
+    that is failing over, those in use by other requests too. A command on one of them
+    then fails with whatever the half-closed connection raises (a RuntimeError from uvloop's
+    closed transport, an AttributeError on a writer set to None): it is Redis being away,
+    like any other ConnectionError."""
+    try:
+        yield
+    except (RuntimeError, AttributeError) as error:
+        raise redis.exceptions.ConnectionError(
+            f"connection closed under a command: {type(error).__name__}: {error}"
+        ) from error
+
+
+class _RedisCluster(RedisCluster):
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        with closed_under_us_is_unavailable():
+            return await super().execute_command(*args, **kwargs)
 
 
 class BadRedisUrl(ValueError):
@@ -202,7 +224,7 @@ async def connect(url: str) -> StateRedis:
 
 async def _connect_cluster(url: str, where: str) -> StateRedis:
     try:
-        cluster = RedisCluster.from_url(url, **client_settings())
+        cluster = _RedisCluster.from_url(url, **client_settings())
     except (ValueError, redis.exceptions.RedisClusterException) as error:
         raise BadRedisUrl(f"Redis Cluster at {where}: {error}") from None
     try:
@@ -218,7 +240,12 @@ async def _connect_cluster(url: str, where: str) -> StateRedis:
 
 async def _connect_sentinel(address: SentinelUrl) -> StateRedis:
     settings = client_settings()
-    sentinel_settings = {key: value for key, value in settings.items() if key.startswith("socket_")}
+    sentinel_settings: dict[str, Any] = {
+        key: value for key, value in settings.items() if key.startswith("socket_")
+    }
+    # No retry per sentinel: the discovery goes on to the next one, and each attempt to
+    # reach the master asks them all again.
+    sentinel_settings["retry"] = Retry(NoBackoff(), 0)
     if address.sentinel_password is not None:
         sentinel_settings["password"] = address.sentinel_password
     sentinel = Sentinel(

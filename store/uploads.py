@@ -226,6 +226,10 @@ class Uploads:
 
     # -- opening ----------------------------------------------------------------------------
 
+    async def lock(self, name: str, settings: LockSettings) -> UploadLock:
+        """The lock of an upload, or of any named resource (see store/keys.py)."""
+        return await acquire_lock(self.redis, name, settings, writes=self.records.writes)
+
     async def _owned(self, owner: str, upload_id: str) -> UploadRecord:
         """The record if it exists and is the user's; 404 otherwise (never 403: no probing)."""
         record = await self.records.get(upload_id) if is_upload_id(upload_id) else None
@@ -258,7 +262,7 @@ class Uploads:
         its committed record. A finalize that a crash interrupted is completed first,
         except when ``terminating``: DELETE works whatever state the upload is in."""
         await self._owned(owner, upload_id)  # 404 before anyone is asked to let go
-        lock = await acquire_lock(self.redis, upload_id, self.settings.lock)
+        lock = await self.lock(upload_id, self.settings.lock)
         session: UploadSession | None = None
         try:
             record = await self._owned(owner, upload_id)
@@ -290,7 +294,7 @@ class Uploads:
         someone is on it right now, so it is not abandoned)."""
         quick = LockSettings(ttl=self.settings.lock.ttl, wait=0.2)
         try:
-            lock = await acquire_lock(self.redis, upload_id, quick)
+            lock = await self.lock(upload_id, quick)
         except Locked:
             yield None
             return
@@ -355,7 +359,7 @@ class Uploads:
         yields False when another pass is running."""
         quick = LockSettings(ttl=self.settings.lock.ttl, wait=0.0)
         try:
-            lock: UploadLock = await acquire_lock(self.redis, JANITOR_LEASE, quick)
+            lock: UploadLock = await self.lock(JANITOR_LEASE, quick)
         except Locked:
             yield False
             return

@@ -16,6 +16,7 @@ from protocol.errors import (
     NotFound,
     ServiceUnavailable,
     TusError,
+    one_line,
 )
 from protocol.headers import TUS_VERSION
 from store.locks import LockLost
@@ -55,7 +56,9 @@ async def errors_to_responses(request: web.Request, handler: Handler) -> web.Str
     except UnsafePath as error:
         return error_response(TusError(str(error), status=400), request)
     except UNAVAILABLE as error:
-        log.warning("redis unavailable during %s %s: %r", request.method, request.path, error)
+        # Some of redis-py's messages list every client they tried, at length.
+        cause = one_line(f"{type(error).__name__}: {error}", 200)
+        log.warning("redis unavailable during %s %s: %s", request.method, request.path, cause)
         unavailable = ServiceUnavailable(
             "state store unavailable, retry shortly", retry_after=REDIS_RETRY_AFTER
         )

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
+from protocol.errors import one_line
 from store import md5_lanes
 from store.janitor import JanitorReport, janitor_pass
 from store.topology import UNAVAILABLE, BadRedisUrl, redacted
@@ -88,9 +89,9 @@ def check_redis(url: str) -> str:
     except BadRedisUrl as error:
         raise SystemExit(f"tus-staging: --redis-url {redacted(url)}: {error}") from None
     except UNAVAILABLE as error:
-        raise SystemExit(
-            f"tus-staging: no usable Redis at --redis-url {redacted(url)}: {error}"
-        ) from None
+        cause = one_line(f"{type(error).__name__}: {error}", 200)
+        message = f"tus-staging: no usable Redis at --redis-url {redacted(url)}: {cause}"
+        raise SystemExit(message) from None
 
 
 async def serve_until_stopped(app: web.Application, config: Config) -> None:
