@@ -16,6 +16,7 @@ import sys
 import termios
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -59,29 +60,34 @@ def wait_until(predicate, timeout: float, what: str) -> None:
 
 
 class RedisProcess:
-    """A redis-server on a unix socket in a temp dir, with append-only persistence."""
+    """A redis-server with append-only persistence in a temp dir: on a unix socket, or on
+    a loopback TCP port when given one (replicas, cluster nodes), with ``extra_args``."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, port: int = 0, extra_args: Sequence[str] = ()):
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.socket = self.directory / "redis.sock"
+        self.port = port
+        self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"unix://{self.socket}"
+        return f"redis://127.0.0.1:{self.port}" if self.port else f"unix://{self.socket}"
 
     def client(self) -> redis.Redis:
+        if self.port:
+            return redis.Redis(port=self.port, socket_timeout=5)
         return redis.Redis(unix_socket_path=str(self.socket))
 
     def start(self) -> None:
+        listen = ["--port", str(self.port), "--bind", "127.0.0.1"] if self.port else [
+            "--port", "0", "--unixsocket", str(self.socket),
+        ]  # fmt: skip
         self.process = subprocess.Popen(
             [
                 redis_server_binary(),
-                "--port",
-                "0",
-                "--unixsocket",
-                str(self.socket),
+                *listen,
                 "--dir",
                 str(self.directory),
                 "--appendonly",
@@ -92,23 +98,43 @@ class RedisProcess:
                 "",
                 "--logfile",
                 str(self.directory / "redis.log"),
+                *self.extra_args,
             ],
             stdin=subprocess.DEVNULL,
         )
         wait_until(self._pings, 15, "redis")
 
     def _pings(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited at start: {self.log()}")
         try:
             with self.client() as client:
                 return bool(client.ping())
         except (redis.ConnectionError, redis.BusyLoadingError):
             return False
 
+    def log(self) -> str:
+        path = self.directory / "redis.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process and self.process.poll() is None:
+            if sig != signal.SIGKILL:
+                self.process.send_signal(signal.SIGCONT)  # a paused one could not stop
             self.process.send_signal(sig)
             self.process.wait(15)
         self.process = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()
