@@ -126,7 +126,10 @@ def _host_text(host: str) -> str:
 
 
 def parse_sentinel_url(url: str) -> SentinelUrl:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:
+        raise BadRedisUrl(str(error)) from None
     if parts.scheme.lower() != SENTINEL_SCHEME:
         raise BadRedisUrl(f"not a {SENTINEL_SCHEME}:// URL")
     userinfo, _, hosts = parts.netloc.rpartition("@")
@@ -213,6 +216,9 @@ async def connect(url: str) -> StateRedis:
         cluster_enabled = (await client.info("cluster")).get("cluster_enabled") == 1
         if not cluster_enabled:
             await _refuse_replica(client, where)
+    except redis.exceptions.ResponseError as error:  # a db a cluster has not, say
+        await client.aclose()
+        raise BadRedisUrl(f"{where}: {error}") from None
     except BaseException:
         await client.aclose()
         raise

@@ -63,11 +63,18 @@ class RedisProcess:
     """A redis-server with append-only persistence in a temp dir: on a unix socket, or on
     a loopback TCP port when given one (replicas, cluster nodes), with ``extra_args``."""
 
-    def __init__(self, directory: Path, port: int = 0, extra_args: Sequence[str] = ()):
+    def __init__(
+        self,
+        directory: Path,
+        port: int = 0,
+        extra_args: Sequence[str] = (),
+        password: str = "",  # the one in extra_args' --requirepass, for the test's clients
+    ):
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.socket = self.directory / "redis.sock"
         self.port = port
+        self.password = password
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -77,7 +84,7 @@ class RedisProcess:
 
     def client(self) -> redis.Redis:
         if self.port:
-            return redis.Redis(port=self.port, socket_timeout=5)
+            return redis.Redis(port=self.port, socket_timeout=5, password=self.password or None)
         return redis.Redis(unix_socket_path=str(self.socket))
 
     def start(self) -> None:
@@ -121,8 +128,17 @@ class RedisProcess:
         if self.process and self.process.poll() is None:
             if sig != signal.SIGKILL:
                 self.process.send_signal(signal.SIGCONT)  # a paused one could not stop
-            self.process.send_signal(sig)
-            self.process.wait(15)
+            # Redis ignores a SIGTERM while it writes its first AOF (just after a replica
+            # was promoted, say): asked again, it stops once that is written.
+            deadline = time.monotonic() + 15
+            while True:
+                self.process.send_signal(sig)
+                try:
+                    self.process.wait(0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        raise
         self.process = None
 
     def kill(self) -> None:

@@ -89,15 +89,12 @@ class RedisClusterProcesses:
         wait_until(self.healthy, 60, "redis cluster (every slot served, replicas in sync)")
 
     def healthy(self) -> bool:
-        """Every live node sees every slot served by a master with its replicas, and every
-        live master has its replicas in sync."""
+        """Every live node sees every slot served, and every live master has its replicas
+        in sync (CLUSTER SLOTS may list them only seconds later: gossip)."""
         for node in self.live_nodes():
             with node.client() as client:
                 if client.cluster("info").get("cluster_state") != "ok":
                     return False
-                slots = client.execute_command("CLUSTER SLOTS")
-            if any(len(nodes) < 1 + self.replicas for _, _, *nodes in slots):
-                return False
         masters = [node for node in self.live_nodes() if role(node) == "master"]
         return all(replicas_online(master) >= self.replicas for master in masters)
 
@@ -137,7 +134,7 @@ class SentinelProcess:
     """``redis-server CONF --sentinel`` watching one master (the config file is its own:
     sentinels rewrite theirs)."""
 
-    def __init__(self, directory: Path, master_port: int, quorum: int):
+    def __init__(self, directory: Path, master_port: int, quorum: int, password: str = ""):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -150,6 +147,7 @@ class SentinelProcess:
             f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} {quorum}\n"
             f"sentinel down-after-milliseconds {SENTINEL_MASTER} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {SENTINEL_MASTER} 10000\n"
+            + (f"sentinel auth-pass {SENTINEL_MASTER} {password}\n" if password else "")
         )
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -181,24 +179,33 @@ class SentinelProcess:
 
 
 class SentinelProcesses:
-    """A master, one replica, three sentinels (quorum 2)."""
+    """A master, one replica, three sentinels (quorum 2); with ``password``, the master and
+    the replica require it (the sentinels do not)."""
 
-    def __init__(self, directory: Path):
-        self.master = RedisProcess(directory / "master", port=free_port(), extra_args=SYNC_AT_ONCE)
+    def __init__(self, directory: Path, password: str = ""):
+        self.password = password
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
+        self.master = RedisProcess(
+            directory / "master",
+            port=free_port(),
+            extra_args=[*SYNC_AT_ONCE, *auth],
+            password=password,
+        )
         self.replica = RedisProcess(
             directory / "replica",
             port=free_port(),
-            extra_args=["--replicaof", "127.0.0.1", str(self.master.port)],
+            extra_args=["--replicaof", "127.0.0.1", str(self.master.port), *auth],
+            password=password,
         )
         self.sentinels = [
-            SentinelProcess(directory / f"sentinel-{index}", self.master.port, quorum=2)
+            SentinelProcess(directory / f"sentinel-{index}", self.master.port, 2, password)
             for index in range(3)
         ]
 
-    def url(self, password: str = "") -> str:
+    def url(self, db: int = 0) -> str:
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        auth = f":{password}@" if password else ""
-        return f"redis+sentinel://{auth}{hosts}/{SENTINEL_MASTER}"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+sentinel://{auth}{hosts}/{SENTINEL_MASTER}" + (f"/{db}" if db else "")
 
     def start(self) -> None:
         self.master.start()
