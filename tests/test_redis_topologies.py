@@ -41,7 +41,14 @@ from store.uploads import StoreSettings, Uploads
 from tus_staging.app import connect_state_store
 from tus_staging.serve import check_redis
 
-from .servers import TOKENS, InProcessServer, free_port, open_raw_patch, read_response
+from .servers import (
+    TOKENS,
+    InProcessServer,
+    free_port,
+    metric_values,
+    open_raw_patch,
+    read_response,
+)
 from .topologies import RedisClusterProcesses, SentinelProcesses, role
 from .tus_client import TusTestClient, encode_metadata, upload_id_of
 
@@ -289,6 +296,10 @@ def test_an_upload_lives_its_whole_life_on_a_cluster(
     )
     assert response.status_code == 200, response.text
     assert json.loads(response.text)["md5"] == hashlib.md5(b"a\nb\n").hexdigest()
+
+    health = alice.session.get(f"{cluster_server.url}/healthz", timeout=30)
+    assert health.status_code == 200 and health.json()["checks"]["redis"] is True
+    assert metric_values(cluster_server.url)["tus_staging_open_uploads"] == 0
 
     with cluster.master_of(EVENTS_STREAM_KEY).client() as master:
         events = [fields for _, fields in master.xrange(EVENTS_STREAM_KEY)]
