@@ -18,8 +18,8 @@ And, in the same run:
   ``--commits`` in a row by one writer and by 8 writers at once: mean and p99 per commit;
 * the file as one PATCH (a checkpoint every ``--checkpoint-mib``) and 8 concurrent
   PATCHes of an eighth of it each, against a server per setting, rounds interleaved:
-  median MB/s, and for ``WAIT`` the mean time of a write with its WAIT from the server's
-  own histogram (tus_staging_replica_wait_seconds).
+  median MB/s (every round's in brackets), and for ``WAIT`` the mean time of a write
+  with its WAIT from the server's own histogram (tus_staging_replica_wait_seconds).
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ SETTINGS = ("alone", "replica", "WAIT")
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def rounds_text(figures: list[float]) -> str:
+    every = ", ".join(f"{figure:.0f}" for figure in figures)
+    return f"{statistics.median(figures):.0f} MB/s ({every})"
 
 
 def ms(seconds: float) -> str:
@@ -293,8 +298,8 @@ def main() -> None:
             for setting in made:
                 mean_wait = ms(setting.wait_sum / setting.wait_count) if setting.wait_count else "—"
                 print(
-                    f"| {setting.name} | {statistics.median(setting.single):.0f} MB/s "
-                    f"| {statistics.median(setting.concurrent):.0f} MB/s | {mean_wait} |"
+                    f"| {setting.name} | {rounds_text(setting.single)} "
+                    f"| {rounds_text(setting.concurrent)} | {mean_wait} |"
                 )
     print(f"\nruntime {time.perf_counter() - started:.0f} s, load average {os.getloadavg()}")
 
