@@ -43,10 +43,14 @@ class Upload:
 class FailoverClient:
     """Drives one upload through ``servers`` in turn, retrying whatever a failover throws."""
 
-    def __init__(self, servers: list[ServerProcess], upload: Upload, turn: int):
+    def __init__(
+        self, servers: list[ServerProcess], upload: Upload, turn: int, gate: threading.Barrier
+    ):
         self.servers = servers
         self.upload = upload
         self.turn = turn
+        self.gate = gate  # every upload waits there once, a quarter in
+        self.gated = False
         self.client = TusTestClient(servers[0].files_url, TOKENS[USER])
 
     def next_url(self) -> str:
@@ -103,6 +107,11 @@ class FailoverClient:
         body = self.upload.data[offset : offset + CHUNK]
         return self.client.patch(self.next_url(), offset, body)
 
+    def pass_gate(self) -> None:
+        if not self.gated:
+            self.gated = True
+            self.gate.wait()
+
     def run(self, deadline: float) -> None:
         data = self.upload.data
         self.create(deadline)
@@ -117,6 +126,8 @@ class FailoverClient:
                 if offset == len(data):
                     self.upload.done = True
                     return
+                if offset >= len(data) // 4:
+                    self.pass_gate()
                 continue
             time.sleep(PAUSE)
             offset = None  # 503, 423, 409 or no answer: ask again where it stands
@@ -129,20 +140,24 @@ def run_through_a_failover(
     kill_master: Callable[[list[Upload]], None],
     timeout: float = 120.0,
 ) -> None:
-    """Run ``uploads`` concurrently; once every one is past a quarter, call
-    ``kill_master``; wait for them all."""
+    """Run ``uploads`` concurrently; once every one is a quarter in (they wait for each
+    other there) and PATCHes are streaming again, call ``kill_master``; wait for them all."""
     deadline = time.monotonic() + timeout
-    clients = [FailoverClient(servers, upload, turn) for turn, upload in enumerate(uploads)]
+    gate = threading.Barrier(len(uploads) + 1, timeout=timeout)
+    clients = [FailoverClient(servers, upload, turn, gate) for turn, upload in enumerate(uploads)]
     threads = [threading.Thread(target=client.run, args=(deadline,)) for client in clients]
     for thread in threads:
         thread.start()
     try:
-        while not all(u.url and u.acknowledged >= len(u.data) // 4 for u in uploads):
-            assert time.monotonic() < deadline, "the uploads did not get going"
-            time.sleep(0.01)
-        assert not any(upload.done for upload in uploads), "an upload ended before the kill"
+        gate.wait()
+        told = sum(upload.acknowledged for upload in uploads)
+        while sum(upload.acknowledged for upload in uploads) == told:
+            assert time.monotonic() < deadline, "the uploads did not go on"
+            time.sleep(0.001)
+        assert not any(upload.done for upload in uploads)
         kill_master(uploads)
     finally:
+        gate.abort()  # (a no-op once passed; frees the clients if this side failed)
         for thread in threads:
             thread.join(timeout)
 
@@ -156,6 +171,8 @@ def random_uploads(count: int, size: int, seed: int) -> list[Upload]:
 
 
 def check_every_upload(data_dir: Path, uploads: list[Upload]) -> None:
+    # The kill was felt (requests met Redis away), and got through.
+    assert any(503 in upload.statuses for upload in uploads)
     for upload in uploads:
         assert upload.problems == [], (upload.name, upload.problems)
         assert upload.done, upload.name

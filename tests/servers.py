@@ -145,8 +145,11 @@ class RedisProcess:
         self.stop(signal.SIGKILL)
 
     def pause(self) -> None:
+        """SIGSTOP, and wait until the process is stopped (the signal lands a moment later)."""
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self.process.pid}/stat")
+        wait_until(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T", 5, "SIGSTOP")
 
     def resume(self) -> None:
         assert self.process is not None
