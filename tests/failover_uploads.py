@@ -141,7 +141,8 @@ def run_through_a_failover(
     timeout: float = 120.0,
 ) -> None:
     """Run ``uploads`` concurrently; once every one is a quarter in (they wait for each
-    other there) and PATCHes are streaming again, call ``kill_master``; wait for them all."""
+    other there) and PATCHes are streaming again, call ``kill_master``; wait for them all,
+    watching the servers' operational endpoints meanwhile."""
     deadline = time.monotonic() + timeout
     gate = threading.Barrier(len(uploads) + 1, timeout=timeout)
     clients = [FailoverClient(servers, upload, turn, gate) for turn, upload in enumerate(uploads)]
@@ -156,10 +157,23 @@ def run_through_a_failover(
             time.sleep(0.001)
         assert not any(upload.done for upload in uploads)
         kill_master(uploads)
+        operations = watch_operations(servers, threads)
     finally:
         gate.abort()  # (a no-op once passed; frees the clients if this side failed)
         for thread in threads:
             thread.join(timeout)
+    assert operations <= {200, 503}, f"/healthz and /metrics answered {operations}"
+
+
+def watch_operations(servers: list[ServerProcess], threads: list[threading.Thread]) -> set[int]:
+    """What /healthz and /metrics answer until the uploads are done (200 or 503, never 500)."""
+    answers = set()
+    while any(thread.is_alive() for thread in threads):
+        for server in servers:
+            for path in ("/healthz", "/metrics"):
+                answers.add(requests.get(server.url + path, timeout=30).status_code)
+        time.sleep(0.05)
+    return answers
 
 
 def random_uploads(count: int, size: int, seed: int) -> list[Upload]:
