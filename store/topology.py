@@ -39,22 +39,26 @@ CONNECT_TIMEOUT = 2.0
 # A broken connection is retried twice, shortly (a restarted Redis, a dropped idle
 # connection). A command that timed out is not: it may have run, and its caller decides.
 RETRIES = 2
+# The cluster client retries on its own terms (a timeout too, after reading the cluster's
+# layout again): once, so that a node that stopped answering costs a command 2 socket
+# timeouts, not 3.
+CLUSTER_RETRIES = 1
 
 
-def _retry() -> Retry:
+def _retry(retries: int = RETRIES) -> Retry:
     return Retry(
         ExponentialWithJitterBackoff(base=0.05, cap=0.5),
-        RETRIES,
+        retries,
         supported_errors=(redis.exceptions.ConnectionError,),
     )
 
 
-def client_settings() -> dict[str, Any]:
+def client_settings(retries: int = RETRIES) -> dict[str, Any]:
     return {
         "socket_timeout": SOCKET_TIMEOUT,
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "health_check_interval": 15,
-        "retry": _retry(),
+        "retry": _retry(retries),
     }
 
 
@@ -230,7 +234,7 @@ async def connect(url: str) -> StateRedis:
 
 async def _connect_cluster(url: str, where: str) -> StateRedis:
     try:
-        cluster = _RedisCluster.from_url(url, **client_settings())
+        cluster = _RedisCluster.from_url(url, **client_settings(CLUSTER_RETRIES))
     except (ValueError, redis.exceptions.RedisClusterException) as error:
         raise BadRedisUrl(f"Redis Cluster at {where}: {error}") from None
     try:
