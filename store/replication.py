@@ -11,7 +11,9 @@ one round trip (a pipeline of two commands).
 A master without online replicas is not waited on (``INFO replication``, looked at again
 every few seconds per master). When no replica acknowledges within the timeout, the write
 stands, on the master only: it is counted and logged, and the caller goes on — refusing
-would undo nothing, since the master already serves the new value.
+would undo nothing, since the master already serves the new value. Except where the
+caller is about to do what a lost write would contradict (move a finalizing upload's file):
+there it asks for the acknowledgement, and stops (NotReplicated, a 503) without it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis.exceptions
 from redis.asyncio import RedisCluster
 from redis.asyncio.cluster import ClusterNode, PipelineCommand
 from redis.exceptions import AskError, NoScriptError
@@ -51,6 +54,11 @@ class ReplicaWaitSettings:
             )
 
 
+class NotReplicated(redis.exceptions.TimeoutError):
+    """A change that must reach a replica before anything else happens did not, in time:
+    Redis is not serving as it should (the service answers 503); the caller stops there."""
+
+
 # Told of each waited write: seconds it took (write and WAIT), whether replicas acknowledged.
 WaitObserver = Callable[[float, bool], None]
 
@@ -70,17 +78,21 @@ class ReplicatedWrites:
         self._online: dict[str, tuple[int, float]] = {}  # master -> (replicas, seen at)
         self._warned_at = -WARN_EVERY
 
-    async def script(self, script: LuaScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def script(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[Arg], required: bool = False
+    ) -> Any:
         """Run ``script`` on ``keys`` (one slot) and wait for the replicas."""
         command = script.command(keys, args)
         try:
-            return await self.command(keys[0], command)
+            return await self.command(keys[0], command, required)
         except NoScriptError:  # a promoted replica, a restarted master: it did not run
             await self.redis.script_load(script.source)
-            return await self.command(keys[0], command)
+            return await self.command(keys[0], command, required)
 
-    async def command(self, key: str, command: Sequence[Arg]) -> Any:
-        """Send ``command`` (whose keys share ``key``'s slot) and wait for the replicas."""
+    async def command(self, key: str, command: Sequence[Arg], required: bool = False) -> Any:
+        """Send ``command`` (whose keys share ``key``'s slot) and wait for the replicas;
+        ``required``: raise NotReplicated when they did not acknowledge it in time (it
+        stands on the master all the same)."""
         node = self._node_of(key)
         wanted = min(self.settings.replicas, await self._online_replicas(node))
         if wanted == 0:
@@ -98,7 +110,12 @@ class ReplicatedWrites:
         except BaseException:
             self._online.pop(_name(node), None)  # the topology may have changed: look again
             raise
-        self._observe(self.clock() - started, acknowledged, wanted)
+        enough = self._observe(self.clock() - started, acknowledged, wanted)
+        if required and not enough:
+            raise NotReplicated(
+                f"no replica acknowledged a change within {self.settings.timeout} s; "
+                "it goes no further until one does"
+            )
         return result
 
     async def _with_wait(
@@ -144,7 +161,7 @@ class ReplicatedWrites:
         self._online[name] = (online, now)
         return online
 
-    def _observe(self, seconds: float, acknowledged: Any, wanted: int) -> None:
+    def _observe(self, seconds: float, acknowledged: Any, wanted: int) -> bool:
         enough = isinstance(acknowledged, int) and acknowledged >= wanted
         if self.observe is not None:
             self.observe(seconds, enough)
@@ -156,6 +173,7 @@ class ReplicatedWrites:
                 "tus_staging_replica_waits_total)",
                 wanted, self.settings.timeout, acknowledged,
             )  # fmt: skip
+        return enough
 
 
 def _name(node: ClusterNode | None) -> str:

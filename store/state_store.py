@@ -124,10 +124,12 @@ class StateStore:
         expect_offset: int | None = None,
         drop: Iterable[str] = (),
         ttl: float | None = None,
+        replicated: bool = False,
     ) -> None:
         """Write ``record``'s ``attributes`` (and remove the fields of ``drop``) in one step,
         if ``lock`` still holds and the committed offset is ``expect_offset``; ``ttl``
-        (seconds) makes the record expire."""
+        (seconds) makes the record expire. ``replicated``: raise NotReplicated unless the
+        online replicas acknowledged it (see store/replication.py)."""
         removed = list(record.fields(*drop)) if drop else []
         args: list[bytes | str | int] = [
             lock.token,
@@ -138,9 +140,8 @@ class StateStore:
         ]
         for name, value in record.fields(*attributes).items():
             args += [name, value]
-        answer = int(
-            await self.writes.script(_GUARDED_UPDATE, [upload_key(record.id), lock.key], args)
-        )
+        keys = [upload_key(record.id), lock.key]
+        answer = int(await self.writes.script(_GUARDED_UPDATE, keys, args, required=replicated))
         if answer == -1:
             raise LockLost(f"lock on upload {record.id} was lost before the commit")
         if answer == -2:
