@@ -33,8 +33,11 @@ def two_servers(tmp_path: Path, tokens_file: Path):
     started: list[ServerProcess] = []
 
     def start(url: str) -> list[ServerProcess]:
+        # The longest wait for a replica: a loaded machine must not make a replica look
+        # absent (what a timed-out wait guarantees is less; tests/test_replica_wait.py).
+        patient = ["--wait-replicas-timeout", "4"]
         for _ in range(2):
-            server = ServerProcess(tmp_path / "shared-data", url, tokens_file)
+            server = ServerProcess(tmp_path / "shared-data", url, tokens_file, patient)
             server.start()
             started.append(server)
         return started

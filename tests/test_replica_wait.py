@@ -175,12 +175,12 @@ def waits_counted(server: InProcessServer) -> tuple[float, float]:
 def test_the_server_counts_its_waits(pair: Pair, server_on_master: InProcessServer) -> None:
     client = TusTestClient(server_on_master.files_url, TOKENS["alice"])
     data = random.Random(5).randbytes(2 * MiB)
-    acknowledged, timed_out = waits_counted(server_on_master)
+    before = waits_counted(server_on_master)
     url = client.create_url(len(data), "waited.bin")
     assert client.patch(url, 0, data[:MiB]).status_code == 204
     after = waits_counted(server_on_master)
-    assert after[0] >= acknowledged + 2  # the creation and the commit, at least
-    assert after[1] == timed_out
+    assert sum(after) >= sum(before) + 2  # the creation and the commit waited, at least
+    assert after[0] > before[0]  # (a loaded machine may take longer than 0.3 s, now and then)
 
     staged = server_on_master.data_dir / "staging" / "alice" / "waited.bin"
     pair.replica.pause()
@@ -193,9 +193,13 @@ def test_the_server_counts_its_waits(pair: Pair, server_on_master: InProcessServ
         assert not staged.exists()
     finally:
         pair.replica.resume()
-    assert waits_counted(server_on_master)[1] >= timed_out + 1
+    assert waits_counted(server_on_master)[1] >= after[1] + 1
     assert server_on_master.logged("was not acknowledged by 1 replica(s) within 0.3 s")
-    assert client.offset(url) == len(data)  # the HEAD completes the finalize
+    for _ in range(10):  # a HEAD completes the finalize (a client retries a 503)
+        head = client.head(url)
+        if head.status_code != 503:
+            break
+    assert head.status_code == 200 and head.headers["Upload-Offset"] == str(len(data))
     assert staged.read_bytes() == data
 
 
