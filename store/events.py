@@ -19,10 +19,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.exceptions
-from redis.asyncio import Redis
 
 from .keys import EVENTS_STREAM_KEY, events_user_key
 from .record import UploadRecord
+from .scripts import LuaScript
+from .topology import RedisClient
 
 log = logging.getLogger("tus_staging.events")
 
@@ -32,7 +33,7 @@ USER_INDEX_TTL = 30 * 24 * 3600.0  # an idle user's index goes after a month
 
 # KEYS[1] stream, KEYS[2] the user's entry ids; ARGV[1] stream cap, ARGV[2] user cap,
 # ARGV[3] index ttl ms, ARGV[4..] field/value pairs. Returns the new entry's id.
-_APPEND = """
+_APPEND = LuaScript("""
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 4))
 redis.call('RPUSH', KEYS[2], id)
 while redis.call('LLEN', KEYS[2]) > tonumber(ARGV[2]) do
@@ -40,7 +41,7 @@ while redis.call('LLEN', KEYS[2]) > tonumber(ARGV[2]) do
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return id
-"""
+""")
 
 Listener = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -62,7 +63,7 @@ def event_fields(kind: str, record: UploadRecord, now: float) -> dict[str, Any]:
 class Events:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         on_finished: Listener | None = None,
         count: Callable[[str], None] | None = None,
     ):
@@ -78,15 +79,10 @@ class Events:
         for name, value in fields.items():
             pairs += [name, str(value)]
         try:
-            await self.redis.eval(
-                _APPEND,
-                2,
-                EVENTS_STREAM_KEY,
-                events_user_key(record.owner),
-                STREAM_MAXLEN,
-                USER_MAXLEN,
-                int(USER_INDEX_TTL * 1000),
-                *pairs,
+            await _APPEND.run(
+                self.redis,
+                [EVENTS_STREAM_KEY, events_user_key(record.owner)],
+                [STREAM_MAXLEN, USER_MAXLEN, int(USER_INDEX_TTL * 1000), *pairs],
             )
         except redis.exceptions.RedisError:
             # The upload itself is done and durable; a lost event must not fail it.

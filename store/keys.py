@@ -2,10 +2,11 @@
 
 Keys of one upload share the ``{id}`` hash tag, so that scripts and transactions touching
 several of them stay valid on Redis Cluster (one slot). Global keys are each a single key
-touched by single-key commands (the expiry and finalizing indexes, the janitor lease), or
-a family under one tag of their own (the events stream and its per-user fairness index),
-so no command ever spans two slots. Named locks (a destination, an on-demand metadata
-computation) use the lock key scheme with a tag made from their name.
+touched by single-key commands (the expiry and finalizing indexes, the quota users, an
+instance's liveness), or a family under one tag of their own (the events stream and its
+per-user fairness index), so no command ever spans two slots. Named locks (a destination,
+an on-demand metadata computation, the janitor's lease) use the lock key scheme with a
+tag made from their name.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def instance_key(instance_id: str) -> str:
 EXPIRY_INDEX_KEY = f"{KEY_PREFIX}:expiry"
 # Uploads in the FINALIZING state, scored by when they entered it (for the janitor).
 FINALIZING_INDEX_KEY = f"{KEY_PREFIX}:finalizing"
+# Every user who ever reserved bytes (store/quotas.py): where the janitor finds their hashes.
+QUOTA_USERS_KEY = f"{KEY_PREFIX}:quota-users"
 # The events stream for importers; its per-user indexes share its tag (one slot).
 EVENTS_STREAM_KEY = f"{KEY_PREFIX}:{{events}}"
 

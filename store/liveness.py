@@ -10,6 +10,9 @@ locally only until its last successful refresh plus most of the instance TTL, an
 refresh that finds its key already expired bumps a generation counter that invalidates
 every lock taken before — so a process that slept through its own death never writes
 again under a lock that may have been taken over meanwhile.
+
+The same loop retries the steps that could not be done while Redis was away (releasing
+a lock during a failover), until they succeed or no longer matter.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import asyncio
 import contextlib
 import secrets
 import time
-
-from redis.asyncio import Redis
+from collections.abc import Awaitable, Callable
 
 from .cancellation import stop_if_cancelled
 from .keys import instance_key
+from .topology import RedisClient
+
+Step = Callable[[], Awaitable[object]]
 
 # Seconds an instance key outlives its last refresh. Refreshes come every second, so a
 # healthy process keeps its locks through Redis write stalls of nearly 4 s (seen at
@@ -33,24 +38,30 @@ REFRESH_EVERY = 1.0
 
 
 class Liveness:
-    def __init__(self, redis: Redis):
+    def __init__(self, redis: RedisClient):
         self.redis = redis
         self.instance_id = secrets.token_hex(8)
         self.generation = 0
         self.valid_until = 0.0  # monotonic; locks of this instance are void after it
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the refreshes
+        self._retry_task: asyncio.Task[None] | None = None
+        self._later: list[tuple[Step, float]] = []  # (step, monotonic time it stops mattering)
 
     async def start(self) -> None:
         await self._announce()
         self._task = asyncio.create_task(self._keep_alive())
+        # Apart: a step that hangs on an unreachable Redis must not delay the refreshes.
+        self._retry_task = asyncio.create_task(self._retry_steps())
         _set_current(self)
 
     async def stop(self) -> None:
         _set_current(None)
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._retry_task):
+            if task is None:
+                continue
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         with contextlib.suppress(Exception):
             await self.redis.delete(instance_key(self.instance_id))
 
@@ -75,12 +86,28 @@ class Liveness:
         self.instance_id = secrets.token_hex(8)
         await self._announce()
 
+    def retry_later(self, step: Step, within: float) -> None:
+        """Run ``step`` again at each refresh until it succeeds, for ``within`` seconds."""
+        self._later.append((step, time.monotonic() + within))
+
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(REFRESH_EVERY)
             with contextlib.suppress(Exception):  # Redis down: locks lapse by themselves
                 await self.refresh()
             stop_if_cancelled()
+
+    async def _retry_steps(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_EVERY)
+            pending, self._later = self._later, []
+            for step, until in pending:
+                if time.monotonic() >= until:
+                    continue
+                try:
+                    await step()
+                except Exception:
+                    self._later.append((step, until))
 
 
 _current: Liveness | None = None

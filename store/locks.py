@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-
-from redis.asyncio import Redis
 
 from protocol.errors import Locked
 
@@ -29,13 +28,18 @@ from .cancellation import stop_if_cancelled
 from .keys import instance_key, lock_key, release_key
 from .liveness import Liveness
 from .liveness import current as current_liveness
+from .replication import ReplicatedWrites
+from .scripts import LuaScript
+from .topology import UNAVAILABLE, RedisClient
+
+log = logging.getLogger("tus_staging.store")
 
 # KEYS[1] lock, KEYS[2] release request; ARGV[1] token, ARGV[2] ttl ms.
 # Returns {-1, 0} when the token no longer holds the lock, else {whether a release was
 # asked, ms the lock has left}. The TTL is extended only once half of it has run out:
 # most renewals are then reads, which append nothing to Redis's AOF, so they cost no
 # fsync (with appendfsync always, each write's fsync stalls every other Redis client).
-_RENEW = """
+_RENEW = LuaScript("""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0} end
 local left = redis.call('PTTL', KEYS[1])
 if left < tonumber(ARGV[2]) / 2 then
@@ -43,13 +47,13 @@ if left < tonumber(ARGV[2]) / 2 then
     left = tonumber(ARGV[2])
 end
 return {redis.call('EXISTS', KEYS[2]), left}
-"""
+""")
 
 # KEYS[1] lock; ARGV[1] token. Deletes the lock only if we still hold it.
-_RELEASE = """
+_RELEASE = LuaScript("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"""
+""")
 
 
 class LockLost(Exception):
@@ -71,14 +75,16 @@ class UploadLock:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         upload_id: str,
         token: str,
         settings: LockSettings,
         liveness: Liveness | None = None,
+        writes: ReplicatedWrites | None = None,
     ):
         self.redis = redis
         self.liveness = liveness
+        self.writes = writes
         self.generation = liveness.generation if liveness is not None else 0
         self.upload_id = upload_id  # or any name sharing the upload key scheme (destinations)
         self.token = token
@@ -119,13 +125,10 @@ class UploadLock:
     async def renew(self) -> None:
         self.check_liveness()
         started = time.monotonic()
-        asked, left_ms = await self.redis.eval(
-            _RENEW,
-            2,
-            self.key,
-            release_key(self.upload_id),
-            self.token,
-            int(self.settings.ttl * 1000),
+        asked, left_ms = await _RENEW.run(
+            self.redis,
+            [self.key, release_key(self.upload_id)],
+            [self.token, int(self.settings.ttl * 1000)],
         )
         if int(asked) < 0:
             self._valid_until = 0.0
@@ -134,8 +137,35 @@ class UploadLock:
         self.release_requested = bool(int(asked))
 
     async def release(self) -> None:
+        """Let go (never raises for an unreachable Redis: see release_when_back)."""
         self._valid_until = 0.0
-        await self.redis.eval(_RELEASE, 1, self.key, self.token)
+        try:
+            if self.writes is not None:
+                # Replicated before anyone is answered: a release lost in a failover would
+                # leave the upload locked by a live process that holds nothing, until the TTL.
+                await self.writes.script(_RELEASE, [self.key], [self.token])
+            else:
+                await _RELEASE.run(self.redis, [self.key], [self.token])
+        except UNAVAILABLE as error:
+            log.warning("lock on %s not released yet: %s", self.upload_id, error)
+            release_when_back(self.redis, self.upload_id, self.token, self.settings, self.liveness)
+
+
+def release_when_back(
+    redis: RedisClient,
+    name: str,
+    token: str,
+    settings: LockSettings,
+    liveness: Liveness | None,
+) -> None:
+    """Release the lock ``token`` may hold as soon as Redis answers again.
+
+    While Redis is away (failing over, say) this process, alive, cannot let go of a lock
+    it no longer uses, and a newcomer would wait out the lock's whole TTL. The release
+    is token-guarded, so it is safe whenever it runs (the TTL frees the lock at the
+    latest)."""
+    if liveness is not None:
+        liveness.retry_later(lambda: _RELEASE.run(redis, [lock_key(name)], [token]), settings.ttl)
 
 
 async def renew_between(lock: UploadLock, step: Callable[[], int]) -> int:
@@ -179,47 +209,60 @@ async def keep_renewed(*locks: UploadLock) -> AsyncIterator[None]:
 
 
 async def acquire_lock(
-    redis: Redis,
+    redis: RedisClient,
     upload_id: str,
     settings: LockSettings,
     liveness: Liveness | None = None,
+    writes: ReplicatedWrites | None = None,
 ) -> UploadLock:
     """Take the upload's lock, asking a current holder to release; 423 after settings.wait.
 
-    ``liveness`` defaults to this process's (see store/liveness.py)."""
+    ``liveness`` defaults to this process's (see store/liveness.py); with ``writes``, the
+    release waits for a replica (see store/replication.py)."""
     liveness = liveness or current_liveness()
     secret = secrets.token_hex(16)
     token = f"{liveness.instance_id}:{secret}" if liveness is not None else secret
     deadline = time.monotonic() + settings.wait
     pause = 0.02
     waited = False
-    while True:
-        started = time.monotonic()
-        if await redis.set(lock_key(upload_id), token, nx=True, px=int(settings.ttl * 1000)):
-            # A release request left over from an earlier contest is not meant for us.
-            await redis.delete(release_key(upload_id))
-            lock = UploadLock(redis, upload_id, token, settings, liveness)
-            lock._mark_renewed(started)
-            lock.waited = waited
-            return lock
-        waited = True
-        if await _took_over_from_dead_holder(redis, upload_id):
-            continue
-        # Ask (again: the holder may have changed) and wait; the ask expires by itself.
-        await redis.set(release_key(upload_id), b"1", px=int(settings.ttl * 1000))
-        if time.monotonic() + pause > deadline:
-            raise Locked(
-                f"upload {upload_id} is busy with another request; retry in a few seconds",
-                {"Retry-After": "2"},
-            )
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.25)
+
+    async def held(since: float) -> UploadLock:
+        # A release request left over from an earlier contest is not meant for us.
+        await redis.delete(release_key(upload_id))
+        lock = UploadLock(redis, upload_id, token, settings, liveness, writes)
+        lock._mark_renewed(since)
+        lock.waited = waited
+        return lock
+
+    try:
+        while True:
+            started = time.monotonic()
+            if await redis.set(lock_key(upload_id), token, nx=True, px=int(settings.ttl * 1000)):
+                return await held(started)
+            holder = await redis.get(lock_key(upload_id))
+            if holder is None:
+                continue  # released meanwhile: try again at once
+            if holder == token.encode():
+                return await held(started)  # our own SET, sent again after its answer was lost
+            waited = True
+            if await _took_over_from_dead_holder(redis, upload_id, holder):
+                continue
+            # Ask (again: the holder may have changed) and wait; the ask expires by itself.
+            await redis.set(release_key(upload_id), b"1", px=int(settings.ttl * 1000))
+            if time.monotonic() + pause > deadline:
+                raise Locked(
+                    f"upload {upload_id} is busy with another request; retry in a few seconds",
+                    {"Retry-After": "2"},
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+    except UNAVAILABLE:
+        # A SET whose answer was lost with Redis may have taken the lock for us.
+        release_when_back(redis, upload_id, token, settings, liveness)
+        raise
 
 
-async def _took_over_from_dead_holder(redis: Redis, upload_id: str) -> bool:
-    holder = await redis.get(lock_key(upload_id))
-    if holder is None:
-        return True  # released meanwhile: try again at once
+async def _took_over_from_dead_holder(redis: RedisClient, upload_id: str, holder: bytes) -> bool:
     instance, sep, _ = holder.decode(errors="replace").partition(":")
     if not sep:
         return False  # a holder without liveness: only its TTL frees the lock
@@ -228,4 +271,4 @@ async def _took_over_from_dead_holder(redis: Redis, upload_id: str) -> bool:
     # (SET XX) fails and voids every lock it held — so "gone now" means "dead for good".
     if await redis.exists(instance_key(instance)):
         return False
-    return bool(await redis.eval(_RELEASE, 1, lock_key(upload_id), holder))
+    return bool(await _RELEASE.run(redis, [lock_key(upload_id)], [holder]))

@@ -23,8 +23,6 @@ import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from redis.asyncio import Redis
-
 from protocol.errors import ServiceUnavailable
 
 from .area import AreaPath
@@ -34,6 +32,7 @@ from .keys import metadata_lock_name
 from .locks import LockLost, LockSettings, UploadLock, acquire_lock, renew_between
 from .partial import StreamState
 from .sidecar import metadata_record, read_json_object, read_tail, write_sidecar
+from .topology import RedisClient
 
 log = logging.getLogger("tus_staging.metadata")
 
@@ -91,7 +90,7 @@ def determine_source(where: AreaPath) -> str:
 
 
 class MetadataService:
-    def __init__(self, redis: Redis, digest_names: list[str]):
+    def __init__(self, redis: RedisClient, digest_names: list[str]):
         self.redis = redis
         self.digest_names = digest_names
         self._in_flight: dict[str, asyncio.Future[dict[str, Any]]] = {}

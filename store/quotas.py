@@ -6,7 +6,8 @@ checks both limits and reserves in the same step (a single key: valid on Redis C
 An upload reserves at creation (0 while its length is deferred, its length once
 declared) and gives its reservation back when it is staged, terminated or expires. A
 reservation whose record is gone (a crash between the two steps) is pruned by the
-janitor.
+janitor, which finds the users' hashes through one set of the users who ever reserved
+(one key: no scan of every key of every master of a cluster).
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from protocol.errors import InsufficientStorage, TusError
 
-from .keys import KEY_PREFIX, user_uploads_key
+from .keys import QUOTA_USERS_KEY, user_uploads_key
+from .scripts import LuaScript
+from .topology import RedisClient
 
 # KEYS[1] the user's hash; ARGV[1] upload id, ARGV[2] bytes, ARGV[3] max open (-1: none),
 # ARGV[4] max bytes (-1: none). -1: too many open; -2: too many bytes; else 1.
-_RESERVE = """
+_RESERVE = LuaScript("""
 local open = redis.call('HLEN', KEYS[1])
 local mine = redis.call('HGET', KEYS[1], ARGV[1])
 if not mine and tonumber(ARGV[3]) >= 0 and open >= tonumber(ARGV[3]) then return -1 end
@@ -32,7 +33,7 @@ if mine then total = total - tonumber(mine) end
 if tonumber(ARGV[4]) >= 0 and total + tonumber(ARGV[2]) > tonumber(ARGV[4]) then return -2 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
-"""
+""")
 
 
 class TooManyUploads(TusError):
@@ -46,22 +47,25 @@ class UserLimits:
 
 
 class Quotas:
-    def __init__(self, redis: Redis, limits: UserLimits):
+    def __init__(self, redis: RedisClient, limits: UserLimits):
         self.redis = redis
         self.limits = limits
 
     async def reserve(self, user: str, upload_id: str, size: int) -> None:
         """Count ``upload_id`` as open with ``size`` bytes reserved, or refuse (429/507)."""
         limits = self.limits
+        # Listed before the reservation exists, so that prune() always finds it.
+        await self.redis.sadd(QUOTA_USERS_KEY, user)
         answer = int(
-            await self.redis.eval(
-                _RESERVE,
-                1,
-                user_uploads_key(user),
-                upload_id,
-                size,
-                -1 if limits.max_open_uploads is None else limits.max_open_uploads,
-                -1 if limits.max_reserved_bytes is None else limits.max_reserved_bytes,
+            await _RESERVE.run(
+                self.redis,
+                [user_uploads_key(user)],
+                [
+                    upload_id,
+                    size,
+                    -1 if limits.max_open_uploads is None else limits.max_open_uploads,
+                    -1 if limits.max_reserved_bytes is None else limits.max_reserved_bytes,
+                ],
             )
         )
         if answer == -1:
@@ -83,7 +87,8 @@ class Quotas:
         """Drop reservations whose upload no longer exists (a crash between the two steps of
         a creation or a removal); returns how many."""
         pruned = 0
-        async for key in self.redis.scan_iter(match=f"{KEY_PREFIX}:user:*:uploads", count=500):
+        async for user in self.redis.sscan_iter(QUOTA_USERS_KEY, count=500):
+            key = user_uploads_key(user.decode())
             for raw in await self.redis.hkeys(key):
                 if not await exists(raw.decode()):
                     pruned += int(await self.redis.hdel(key, raw))

@@ -27,7 +27,7 @@ from .concatenation import copy_parts
 from .crash_points import crash_point
 from .finalize import place_file, prepare_result, result_with_mtime
 from .keys import destination_lock_name
-from .locks import UploadLock, acquire_lock, keep_renewed
+from .locks import UploadLock, keep_renewed
 from .partial import PartialWriter, StreamState, file_identity, partial_path, remove_partial
 from .record import UploadRecord
 
@@ -55,9 +55,11 @@ class UploadSession:
         """The state ``event`` leads to; refuses (with the reason) what the table forbids."""
         return next_state(self.record.kind, self.record.status, event)
 
-    async def _write(self, *attributes: str, expect_offset: int | None = None) -> None:
+    async def _write(
+        self, *attributes: str, expect_offset: int | None = None, replicated: bool = False
+    ) -> None:
         await self.uploads.records.update(
-            self.lock, self.record, attributes, expect_offset=expect_offset
+            self.lock, self.record, attributes, expect_offset=expect_offset, replicated=replicated
         )
 
     # -- bytes ----------------------------------------------------------------------------
@@ -211,15 +213,21 @@ class UploadSession:
             record.result = await asyncio.to_thread(prepare_result, record, uploads.layout, stream)
             record.partial_identity = await asyncio.to_thread(file_identity, self.partial_path)
             record.status = status
-            await self._write("status", "result", "partial_identity", expect_offset=record.offset)
+            # Indexed first: an entry whose upload is not finalizing is dropped by the janitor.
             await uploads.records.mark_finalizing(record.id, True)
+            # Not one byte moves before a replica has "finalizing": a failover must never
+            # bring back a partial upload whose file has gone to the staging area.
+            await self._write(
+                "status", "result", "partial_identity",
+                expect_offset=record.offset, replicated=True,
+            )  # fmt: skip
             crash_point("finalize-before-move")
         else:
             self.check(UploadEvent.FINALIZE)  # resuming one that a crash interrupted
+            await self._write("status", replicated=True)  # (its first write may not have been)
         # Finalizes of one name in one folder take turns (also with a look-alike name), so
         # one upload's move and sidecar never interleave with another's.
-        dest_lock = await acquire_lock(
-            uploads.redis,
+        dest_lock = await uploads.lock(
             destination_lock_name(record.owner, twin_key(record.destination)),
             uploads.settings.lock,
         )

@@ -3,15 +3,18 @@
 Every change to an existing upload goes through one Lua script that first checks the
 caller's lock token (and, for offset moves, the offset it started from), so that a
 writer that lost its lock can never move the committed state. The script touches only
-the upload's own keys (one hash slot).
+the upload's own keys (one hash slot). The record's writes wait for a replica where there
+is one (store/replication.py): what a client is told survives a failover.
+
+The two indexes are single sorted sets (one key each, so each in one slot of a cluster),
+written by single-key commands apart from the record: an entry may outlive its record or
+precede it, and the janitor drops such an entry when it meets it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-
-from redis.asyncio import Redis
 
 from .keys import (
     EXPIRY_INDEX_KEY,
@@ -23,33 +26,47 @@ from .keys import (
 )
 from .locks import LockLost, UploadLock
 from .record import UploadRecord
+from .replication import ReplicatedWrites, ReplicaWaitSettings
+from .scripts import LuaScript
+from .topology import RedisClient
 
 # KEYS[1] upload hash, KEYS[2] lock; ARGV[1] token, ARGV[2] expected offset ("" = any),
 # ARGV[3] ttl in ms for the record ("" = keep), ARGV[4] n fields to delete, then their
 # names, then field/value pairs. -1: lock not ours; -2: offset moved; -3: no such upload.
-_GUARDED_UPDATE = """
+# A write sent again (its answer was lost with a connection) finds the offset it set
+# itself: with the token still ours nobody else moved it, so it is written again, the same.
+_GUARDED_UPDATE = LuaScript("""
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return -3 end
-if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'offset') ~= ARGV[2] then return -2 end
 local dropped = tonumber(ARGV[4])
+if ARGV[2] ~= '' then
+    local offset = redis.call('HGET', KEYS[1], 'offset')
+    if offset ~= ARGV[2] then
+        local again = false
+        for i = 5 + dropped, #ARGV - 1, 2 do
+            if ARGV[i] == 'offset' and ARGV[i + 1] == offset then again = true end
+        end
+        if not again then return -2 end
+    end
+end
 if dropped > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 5, 4 + dropped)) end
 if #ARGV > 4 + dropped then redis.call('HSET', KEYS[1], unpack(ARGV, 5 + dropped)) end
 if ARGV[3] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1
-"""
+""")
 
 # KEYS: upload hash, lock, finals set, claim; ARGV[1] token.
-_GUARDED_DELETE = """
+_GUARDED_DELETE = LuaScript("""
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 redis.call('DEL', KEYS[3], KEYS[4])
 return redis.call('DEL', KEYS[1])
-"""
+""")
 
 # KEYS[1] upload hash, KEYS[2] lock. {1} when locked, else {0, HGETALL as a flat list}.
-_GET_UNLESS_LOCKED = """
+_GET_UNLESS_LOCKED = LuaScript("""
 if redis.call('EXISTS', KEYS[2]) == 1 then return {1} end
 return {0, redis.call('HGETALL', KEYS[1])}
-"""
+""")
 
 
 class UploadVanished(Exception):
@@ -65,15 +82,18 @@ def upload_id_gone(upload_id: str) -> str:
 
 
 class StateStore:
-    def __init__(self, redis: Redis):
+    def __init__(self, redis: RedisClient, writes: ReplicatedWrites | None = None):
         self.redis = redis
+        self.writes = writes or ReplicatedWrites(redis, ReplicaWaitSettings())
 
     async def create(self, record: UploadRecord) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(upload_key(record.id), mapping=record.fields())
-            if record.expires is not None:
-                pipe.zadd(EXPIRY_INDEX_KEY, {record.id: record.expires})
-            await pipe.execute()
+        # The index entry first: one without its record is dropped by the janitor, while a
+        # record without its entry would never expire.
+        if record.expires is not None:
+            await self.redis.zadd(EXPIRY_INDEX_KEY, {record.id: record.expires})
+        key = upload_key(record.id)
+        pairs = [item for pair in record.fields().items() for item in pair]
+        await self.writes.command(key, ("HSET", key, *pairs))
 
     async def get(self, upload_id: str) -> UploadRecord | None:
         raw = await self.redis.hgetall(upload_key(upload_id))
@@ -86,8 +106,8 @@ class StateStore:
         """(True, None) while a request holds the upload's lock; else (False, the record).
 
         One round trip and no write: the cheap path for HEAD when nobody is streaming."""
-        answer = await self.redis.eval(
-            _GET_UNLESS_LOCKED, 2, upload_key(upload_id), lock_key(upload_id)
+        answer = await _GET_UNLESS_LOCKED.run(
+            self.redis, [upload_key(upload_id), lock_key(upload_id)]
         )
         if int(answer[0]) == 1:
             return True, None
@@ -104,10 +124,12 @@ class StateStore:
         expect_offset: int | None = None,
         drop: Iterable[str] = (),
         ttl: float | None = None,
+        replicated: bool = False,
     ) -> None:
         """Write ``record``'s ``attributes`` (and remove the fields of ``drop``) in one step,
         if ``lock`` still holds and the committed offset is ``expect_offset``; ``ttl``
-        (seconds) makes the record expire."""
+        (seconds) makes the record expire. ``replicated``: raise NotReplicated unless the
+        online replicas acknowledged it (see store/replication.py)."""
         removed = list(record.fields(*drop)) if drop else []
         args: list[bytes | str | int] = [
             lock.token,
@@ -118,9 +140,8 @@ class StateStore:
         ]
         for name, value in record.fields(*attributes).items():
             args += [name, value]
-        answer = int(
-            await self.redis.eval(_GUARDED_UPDATE, 2, upload_key(record.id), lock.key, *args)
-        )
+        keys = [upload_key(record.id), lock.key]
+        answer = int(await self.writes.script(_GUARDED_UPDATE, keys, args, required=replicated))
         if answer == -1:
             raise LockLost(f"lock on upload {record.id} was lost before the commit")
         if answer == -2:
@@ -131,7 +152,7 @@ class StateStore:
     async def delete(self, lock: UploadLock, upload_id: str) -> None:
         """Remove the record and its concatenation keys, and take it out of the indexes."""
         keys = (upload_key(upload_id), lock.key, finals_key(upload_id), claim_key(upload_id))
-        answer = int(await self.redis.eval(_GUARDED_DELETE, len(keys), *keys, lock.token))
+        answer = int(await self.writes.script(_GUARDED_DELETE, keys, [lock.token]))
         if answer == -1:
             raise LockLost(f"lock on upload {upload_id} was lost before the delete")
         await self.redis.zrem(EXPIRY_INDEX_KEY, upload_id)

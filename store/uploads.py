@@ -19,8 +19,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from redis.asyncio import Redis
-
 from protocol.errors import BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge, TusError
 from protocol.lifecycle import UploadKind, UploadState
 
@@ -32,9 +30,11 @@ from .partial import StreamState, create_partial, partial_path, remove_partial
 from .paths import ensure_dir, twin_along
 from .quotas import Quotas, UserLimits
 from .record import UploadRecord, is_upload_id
+from .replication import ReplicatedWrites, ReplicaWaitSettings
 from .session import UploadSession
 from .staged_file import StagedFile, open_staged
 from .state_store import StateStore
+from .topology import RedisClient
 
 log = logging.getLogger("tus_staging.store")
 
@@ -59,6 +59,7 @@ class StoreSettings:
     checkpoint_bytes: int = 64 * 1024 * 1024  # fsync + commit every this many bytes
     max_size: int | None = None  # bytes; None: no limit
     limits: UserLimits = field(default_factory=UserLimits)
+    replica_wait: ReplicaWaitSettings = field(default_factory=ReplicaWaitSettings)
 
 
 @dataclass
@@ -69,12 +70,14 @@ class StoreObservers:
     finalized: Callable[[float], None] = lambda seconds: None
     event: Callable[[str], None] = lambda kind: None
     blocks_written: Callable[[], None] = lambda: None
+    # A record write waited for replicas: seconds, and whether they acknowledged in time.
+    replica_wait: Callable[[float, bool], None] = lambda seconds, acknowledged: None
 
 
 class Uploads:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         layout: DataLayout,
         settings: StoreSettings,
         *,
@@ -93,7 +96,8 @@ class Uploads:
         )
         self.observers = observers or StoreObservers()
         self.clock = clock
-        self.records = StateStore(redis)
+        writes = ReplicatedWrites(redis, settings.replica_wait, self.observers.replica_wait)
+        self.records = StateStore(redis, writes)
         self.quotas = Quotas(redis, settings.limits)
         self.events = Events(redis, on_finished, self.observers.event)
 
@@ -229,6 +233,10 @@ class Uploads:
 
     # -- opening ----------------------------------------------------------------------------
 
+    async def lock(self, name: str, settings: LockSettings) -> UploadLock:
+        """The lock of an upload, or of any named resource (see store/keys.py)."""
+        return await acquire_lock(self.redis, name, settings, writes=self.records.writes)
+
     async def _owned(self, owner: str, upload_id: str) -> UploadRecord:
         """The record if it exists and is the user's; 404 otherwise (never 403: no probing)."""
         record = await self.records.get(upload_id) if is_upload_id(upload_id) else None
@@ -295,7 +303,7 @@ class Uploads:
         its committed record. A finalize that a crash interrupted is completed first,
         except when ``terminating``: DELETE works whatever state the upload is in."""
         await self._owned(owner, upload_id)  # 404 before anyone is asked to let go
-        lock = await acquire_lock(self.redis, upload_id, self.settings.lock)
+        lock = await self.lock(upload_id, self.settings.lock)
         session: UploadSession | None = None
         try:
             record = await self._owned(owner, upload_id)
@@ -327,7 +335,7 @@ class Uploads:
         someone is on it right now, so it is not abandoned)."""
         quick = LockSettings(ttl=self.settings.lock.ttl, wait=0.2)
         try:
-            lock = await acquire_lock(self.redis, upload_id, quick)
+            lock = await self.lock(upload_id, quick)
         except Locked:
             yield None
             return
@@ -392,7 +400,7 @@ class Uploads:
         yields False when another pass is running."""
         quick = LockSettings(ttl=self.settings.lock.ttl, wait=0.0)
         try:
-            lock: UploadLock = await acquire_lock(self.redis, JANITOR_LEASE, quick)
+            lock: UploadLock = await self.lock(JANITOR_LEASE, quick)
         except Locked:
             yield False
             return

@@ -16,6 +16,7 @@ import sys
 import termios
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -60,29 +61,41 @@ def wait_until(predicate, timeout: float, what: str) -> None:
 
 
 class RedisProcess:
-    """A redis-server on a unix socket in a temp dir, with append-only persistence."""
+    """A redis-server with append-only persistence in a temp dir: on a unix socket, or on
+    a loopback TCP port when given one (replicas, cluster nodes), with ``extra_args``."""
 
-    def __init__(self, directory: Path):
+    def __init__(
+        self,
+        directory: Path,
+        port: int = 0,
+        extra_args: Sequence[str] = (),
+        password: str = "",  # the one in extra_args' --requirepass, for the test's clients
+    ):
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.socket = self.directory / "redis.sock"
+        self.port = port
+        self.password = password
+        self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"unix://{self.socket}"
+        return f"redis://127.0.0.1:{self.port}" if self.port else f"unix://{self.socket}"
 
     def client(self) -> redis.Redis:
+        if self.port:
+            return redis.Redis(port=self.port, socket_timeout=5, password=self.password or None)
         return redis.Redis(unix_socket_path=str(self.socket))
 
     def start(self) -> None:
+        listen = ["--port", str(self.port), "--bind", "127.0.0.1"] if self.port else [
+            "--port", "0", "--unixsocket", str(self.socket),
+        ]  # fmt: skip
         self.process = subprocess.Popen(
             [
                 redis_server_binary(),
-                "--port",
-                "0",
-                "--unixsocket",
-                str(self.socket),
+                *listen,
                 "--dir",
                 str(self.directory),
                 "--appendonly",
@@ -93,23 +106,55 @@ class RedisProcess:
                 "",
                 "--logfile",
                 str(self.directory / "redis.log"),
+                *self.extra_args,
             ],
             stdin=subprocess.DEVNULL,
         )
         wait_until(self._pings, 15, "redis")
 
     def _pings(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited at start: {self.log()}")
         try:
             with self.client() as client:
                 return bool(client.ping())
         except (redis.ConnectionError, redis.BusyLoadingError):
             return False
 
+    def log(self) -> str:
+        path = self.directory / "redis.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(15)
+            if sig != signal.SIGKILL:
+                self.process.send_signal(signal.SIGCONT)  # a paused one could not stop
+            # Redis ignores a SIGTERM while it writes its first AOF (just after a replica
+            # was promoted, say): asked again, it stops once that is written.
+            deadline = time.monotonic() + 15
+            while True:
+                self.process.send_signal(sig)
+                try:
+                    self.process.wait(0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        raise
         self.process = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def pause(self) -> None:
+        """SIGSTOP, and wait until the process is stopped (the signal lands a moment later)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self.process.pid}/stat")
+        wait_until(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T", 5, "SIGSTOP")
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()

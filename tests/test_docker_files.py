@@ -4,6 +4,7 @@ script run directly with ``sh`` against a stub binary that prints its arguments.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import shutil
@@ -14,11 +15,15 @@ from typing import Any
 
 import pytest
 
+from store.topology import parse_sentinel_url
 from tus_staging.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
 COMPOSE = REPO / "compose.yaml"
+COMPOSE_SENTINEL = REPO / "compose.sentinel.yaml"
+SENTINEL_CONF = REPO / "docker" / "sentinel.conf"
+NGINX_CONF = REPO / "docker" / "nginx-sentinel.conf"
 ENTRYPOINT = REPO / "docker" / "docker-entrypoint.sh"
 DOCKERIGNORE = REPO / ".dockerignore"
 
@@ -28,9 +33,9 @@ SH = shutil.which("sh")
 # --------------------------------------------------------------------------- helpers
 
 
-def _compose() -> dict[str, Any]:
+def _compose(path: Path = COMPOSE) -> dict[str, Any]:
     yaml = pytest.importorskip("yaml")
-    data = yaml.safe_load(COMPOSE.read_text())
+    data = yaml.safe_load(path.read_text())
     assert isinstance(data, dict)
     return data
 
@@ -348,8 +353,138 @@ def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
 
 def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
     check = [_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
-    good = subprocess.run([*check, str(COMPOSE)], capture_output=True, text=True)
-    assert good.returncode == 0, good.stdout + good.stderr
+    for path in (COMPOSE, COMPOSE_SENTINEL):
+        good = subprocess.run([*check, str(path)], capture_output=True, text=True)
+        assert good.returncode == 0, good.stdout + good.stderr
     broken = tmp_path / "compose.yaml"
     broken.write_text("services:\n  web:\n    ports: 80\n    restart: sometimes-maybe\n")
     assert subprocess.run([*check, str(broken)], capture_output=True).returncode != 0
+
+
+# --------------------------------------------------------------------------- compose: Sentinel
+
+
+def _words(command: str | list[str]) -> list[str]:
+    return command.split() if isinstance(command, str) else [str(word) for word in command]
+
+
+def _flag(command: list[str], flag: str) -> list[str]:
+    """The words after ``flag`` in a redis-server command line, up to the next flag."""
+    if flag not in command:
+        return []
+    rest = command[command.index(flag) + 1 :]
+    return list(itertools.takewhile(lambda word: not word.startswith("--"), rest))
+
+
+def _sentinel_directives() -> dict[str, list[str]]:
+    directives = {}
+    for line in SENTINEL_CONF.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            words = line.split()
+            key = " ".join(words[:2]) if words[0] == "sentinel" else words[0]
+            directives[key] = words[2:] if words[0] == "sentinel" else words[1:]
+    return directives
+
+
+def _sentinel_cluster() -> dict[str, Any]:
+    """The file's parts, found by what they run rather than by their names."""
+    services = _compose(COMPOSE_SENTINEL)["services"]
+    sentinels = {
+        name: s
+        for name, s in services.items()
+        if "--sentinel" in " ".join(_words(s.get("command", "")))
+    }
+    data_nodes = {
+        name: _words(s["command"])
+        for name, s in services.items()
+        if name not in sentinels and _words(s.get("command", ""))[:1] == ["redis-server"]
+    }
+    servers = {
+        name: s for name, s in services.items() if "TUS_STAGING_REDIS_URL" in _environment(s)
+    }
+    return {"services": services, "sentinels": sentinels, "data": data_nodes, "servers": servers}
+
+
+def test_sentinel_compose_has_a_master_a_replica_three_sentinels_and_two_servers() -> None:
+    parts = _sentinel_cluster()
+    masters = [n for n, command in parts["data"].items() if not _flag(command, "--replicaof")]
+    replicas = [n for n, command in parts["data"].items() if _flag(command, "--replicaof")]
+    assert len(masters) == 1 and len(replicas) == 1
+    assert len(parts["sentinels"]) == 3
+    assert len(parts["servers"]) == 2
+    for name, command in parts["data"].items():
+        assert _flag(command, "--appendonly") == ["yes"], name
+        # Each data node announces the name it is reached by: after a failover the
+        # sentinels hand that name out, and it must resolve to the promoted container.
+        assert _flag(command, "--replica-announce-ip") == [name]
+    (master,) = masters
+    assert _flag(parts["data"][replicas[0]], "--replicaof") == [master, "6379"]
+
+
+def test_every_dependency_and_volume_of_the_sentinel_compose_exists() -> None:
+    compose = _compose(COMPOSE_SENTINEL)
+    services = compose["services"]
+    for name, service in services.items():
+        depends = service.get("depends_on", [])
+        for needed in depends if isinstance(depends, list) else depends.keys():
+            assert needed in services, (name, needed)
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).is_file(), (name, source)
+            else:
+                assert source in compose["volumes"], (name, source)
+
+
+def test_the_sentinels_watch_the_master_the_servers_ask_for() -> None:
+    parts = _sentinel_cluster()
+    directives = _sentinel_directives()
+    name, host, port, quorum = directives["sentinel monitor"]
+    master = next(n for n, command in parts["data"].items() if not _flag(command, "--replicaof"))
+    assert (host, port) == (master, "6379")
+    # More than half of the sentinels must agree: a minority cut off cannot fail over.
+    assert len(parts["sentinels"]) / 2 < int(quorum) <= len(parts["sentinels"])
+    assert directives["sentinel resolve-hostnames"] == ["yes"]
+    assert directives["sentinel announce-hostnames"] == ["yes"]
+    for sentinel, service in parts["sentinels"].items():
+        mounts = [v.split(":") for v in service["volumes"]]
+        assert any(source == "./docker/sentinel.conf" for source, *_ in mounts), sentinel
+        assert "cp /etc/redis/sentinel.conf /data/sentinel.conf" in " ".join(service["command"])
+        assert any(
+            target == "/data" and source != "./docker/sentinel.conf"
+            for source, target, *_ in mounts
+        ), f"{sentinel} cannot rewrite its config"
+        assert service.get("user") not in (None, "root", "0"), sentinel
+    for server, service in parts["servers"].items():
+        url = parse_sentinel_url(_environment(service)["TUS_STAGING_REDIS_URL"])
+        assert url.master == name, server
+        assert {host for host, _ in url.sentinels} == set(parts["sentinels"]), server
+        assert {port for _, port in url.sentinels} == {int(directives["port"][0])}, server
+
+
+def test_both_servers_share_one_data_directory_behind_the_proxy() -> None:
+    parts = _sentinel_cluster()
+    servers = parts["servers"]
+    environments = [_environment(service) for service in servers.values()]
+    assert all(env == environments[0] for env in environments)
+    data_dir = environments[0]["TUS_STAGING_DATA_DIR"]
+    mounts = {
+        next(v.split(":")[0] for v in service["volumes"] if v.split(":")[1] == data_dir)
+        for service in servers.values()
+    }
+    assert len(mounts) == 1, f"the servers do not share their data directory: {mounts}"
+    assert environments[0]["TUS_STAGING_BEHIND_PROXY"] in ("1", "true", "yes")
+    assert environments[0].get("TUS_STAGING_TOKENS_FILE") or environments[0].get(
+        "TUS_STAGING_AUTH_URL"
+    )
+
+    nginx = NGINX_CONF.read_text()
+    upstream = re.search(r"upstream \w+ \{(.*?)\}", nginx, re.DOTALL)
+    assert upstream is not None
+    backends = set(re.findall(r"server ([\w.-]+):(\d+)", upstream.group(1)))
+    assert backends == {(name, "1080") for name in servers}
+    for directive in ("client_max_body_size 0;", "proxy_request_buffering off;"):
+        assert directive in nginx, directive
+    proxy = next(s for s in parts["services"].values() if "nginx" in s.get("image", ""))
+    assert any(v.startswith("./docker/nginx-sentinel.conf:") for v in proxy["volumes"])
+    assert set(proxy["depends_on"]) == set(servers)

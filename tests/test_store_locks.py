@@ -22,6 +22,9 @@ from store.locks import (
 )
 from store.record import UploadRecord, new_upload_id
 from store.state_store import StaleOffset, StateStore, UploadVanished
+from store.topology import connect
+
+from .servers import RedisProcess
 
 FAST = LockSettings(ttl=0.5, renew_every=0.05, wait=0.3)
 
@@ -256,3 +259,41 @@ async def test_renew_between_adds_up_blocks_and_renews_between_them(redis: Redis
     assert await renew_between(lock, step) == 15
     assert await redis.get(lock.key) == lock.token.encode()
     await lock.release()
+
+
+async def test_a_commit_sent_again_finds_itself_applied(redis: Redis) -> None:
+    """Its first answer lost with a connection, the same commit is sent again: it is the
+    holder's own offset, not a stale one."""
+    store = StateStore(redis)
+    record = await new_record(store)
+    lock = await acquire_lock(redis, record.id, FAST)
+    moved = replace(record, offset=30)
+    await store.update(lock, moved, ["offset"], expect_offset=0)
+    await store.update(lock, moved, ["offset"], expect_offset=0)
+    with pytest.raises(StaleOffset):  # another offset from 0 is still refused
+        await store.update(lock, replace(record, offset=31), ["offset"], expect_offset=0)
+    current = await store.get(record.id)
+    assert current is not None and current.offset == 30
+
+
+async def test_a_lock_left_while_redis_was_away_is_released_once_it_is_back(
+    redis_proc: RedisProcess,
+) -> None:
+    """Otherwise a newcomer would wait out the TTL of a lock its live holder no longer uses."""
+    state = await connect(redis_proc.url)  # the server's client, with its short retries
+    redis = state.client
+    liveness = Liveness(redis)
+    await liveness.start()
+    try:
+        lock = await acquire_lock(redis, "u-away", LockSettings(ttl=30), liveness)
+        redis_proc.stop()  # append-only: the lock is still there after the restart
+        await lock.release()  # no answer: no error either, the release is kept for later
+        redis_proc.start()
+        assert await redis.get(lock.key) == lock.token.encode()
+        deadline = time.monotonic() + 10
+        while await redis.exists(lock.key):
+            assert time.monotonic() < deadline, "the lock was not released after Redis came back"
+            await asyncio.sleep(0.05)
+    finally:
+        await liveness.stop()
+        await state.aclose()

@@ -9,10 +9,11 @@ import socket
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from store.liveness import Liveness
 from store.metadata import MetadataService
+from store.scripts import load_scripts
+from store.topology import StateRedis, connect
 from store.uploads import Uploads
 
 from . import staging_api, upload_routes, web_page
@@ -68,11 +69,15 @@ def make_authenticator(config: Config) -> Authenticator:
     return SingleUserAuth(config.single_user or "local")
 
 
-def redis_client(url: str) -> Redis:
-    # Bounded timeouts: a Redis outage must become a 503, not a hung request.
-    return Redis.from_url(
-        url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15
-    )
+async def connect_state_store(url: str) -> StateRedis:
+    """The Redis of ``url``, with the store's scripts loaded: ready for requests."""
+    state = await connect(url)
+    try:
+        await load_scripts(state.client)
+    except BaseException:
+        await state.aclose()
+        raise
+    return state
 
 
 def edge_middlewares(config: Config) -> list[web.Middleware]:
@@ -122,7 +127,8 @@ def create_app(config: Config, redis_url: str) -> web.Application:
     auth = make_authenticator(config)
 
     async def services_context(app: web.Application) -> AsyncIterator[None]:
-        redis = redis_client(redis_url)
+        state = await connect_state_store(redis_url)
+        redis = state.client
         liveness = Liveness(redis)
         await liveness.start()
         metadata = MetadataService(redis, config.digest_names)
@@ -147,7 +153,7 @@ def create_app(config: Config, redis_url: str) -> web.Application:
                 await janitor
         await hooks.close()
         await liveness.stop()
-        await redis.aclose()
+        await state.aclose()
         uploads.close()
         if isinstance(auth, KBaseAuth):
             await auth.close()

@@ -131,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a request waits for a busy upload before answering 423",
     )  # fmt: skip
     serve.add_argument(
+        "--wait-replicas", type=int, default=1,
+        help="replicas that must acknowledge each upload state change before the client is "
+        "answered, where the Redis master has replicas online (WAIT); 0 = never wait",
+    )  # fmt: skip
+    serve.add_argument(
+        "--wait-replicas-timeout", type=float, default=1.0,
+        help="seconds a state change waits for its replicas; past it the change stands on the "
+        "master alone (counted in tus_staging_replica_waits_total)",
+    )  # fmt: skip
+    serve.add_argument(
         "--janitor-interval", type=float, default=300.0,
         help="seconds between janitor passes (expired uploads, stuck finalizes); 0 = off",
     )  # fmt: skip
@@ -204,7 +214,12 @@ def add_storage_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--staging-dir", type=Path, help="default DATA/staging")
     parser.add_argument("--metadata-dir", type=Path, help="default DATA/metadata")
     parser.add_argument("--upload-dir", type=Path, help="default DATA/uploads")
-    parser.add_argument("--redis-url", help="external Redis; default: embedded under DATA/redis")
+    parser.add_argument(
+        "--redis-url",
+        help="external Redis: redis://, rediss://, unix://, a Redis Cluster node's URL, or "
+        "redis+sentinel://[:PASSWORD@]HOST:PORT,HOST:PORT/MASTER[/DB]; "
+        "default: embedded under DATA/redis",
+    )
 
 
 def config_from(args: argparse.Namespace) -> Config:

@@ -8,6 +8,7 @@ from pathlib import Path
 from store.layout import DataLayout
 from store.locks import LockSettings
 from store.quotas import UserLimits
+from store.replication import ReplicaWaitSettings
 from store.uploads import StoreSettings
 
 MiB = 1024 * 1024
@@ -41,6 +42,9 @@ class Config:
     # complete request head (slow-loris protection: aiohttp counts that time as idle).
     keepalive_timeout: float = 30.0
     lock_wait: float = 20.0  # seconds a request waits for a busy upload before 423
+    # Replicas a record write waits for (where its master has them online); 0: never.
+    wait_replicas: int = 1
+    wait_replicas_timeout: float = 1.0  # seconds; past it the write stands on the master only
     janitor_interval: float = 300.0  # seconds between janitor passes (0: never)
     # A finalize older than this is taken as interrupted (its request died) by the janitor.
     stuck_finalize_age: float = 60.0
@@ -89,6 +93,7 @@ class Config:
                 max_open_uploads=self.max_open_uploads or None,
                 max_reserved_bytes=self.max_reserved or None,
             ),
+            replica_wait=ReplicaWaitSettings(self.wait_replicas, self.wait_replicas_timeout),
         )
 
     @property

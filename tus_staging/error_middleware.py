@@ -1,4 +1,5 @@
-"""Turn every refusal into its status with a one-line reason; never a 500 for bad input."""
+"""Turn every refusal into its status with a one-line reason; never a 500 for bad input,
+nor for a Redis that is away or failing over (503 with Retry-After: it comes back)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,23 @@ import errno
 import logging
 from collections.abc import Awaitable, Callable
 
-import redis.exceptions
 from aiohttp import web
 
-from protocol.errors import InsufficientStorage, ServiceUnavailable, TusError
+from protocol.errors import (
+    Conflict,
+    InsufficientStorage,
+    Locked,
+    NotFound,
+    ServiceUnavailable,
+    TusError,
+    one_line,
+)
 from protocol.headers import TUS_VERSION
 from protocol.ietf_fields import is_ietf_request
+from store.locks import LockLost
 from store.paths import PathInTheWay, UnsafePath
+from store.state_store import StaleOffset, UploadVanished
+from store.topology import UNAVAILABLE
 
 from .services import REASON_KEY
 
@@ -20,6 +31,8 @@ log = logging.getLogger("tus_staging")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# Seconds a client is asked to wait while Redis is away: a failover takes a few.
+REDIS_RETRY_AFTER = 2
 
 
 def error_response(error: TusError, request: web.Request | None = None) -> web.Response:
@@ -41,9 +54,21 @@ def refusal_of(error: Exception, request: web.Request) -> TusError | None:
         return TusError(str(error), status=409)
     if isinstance(error, UnsafePath):
         return TusError(str(error), status=400)
-    if isinstance(error, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-        log.warning("redis unavailable during %s %s", request.method, request.path)
-        return ServiceUnavailable("state store unavailable, retry shortly")
+    if isinstance(error, UNAVAILABLE):
+        # Some of redis-py's messages list every client they tried, at length.
+        cause = one_line(f"{type(error).__name__}: {error}", 200)
+        log.warning("redis unavailable during %s %s: %s", request.method, request.path, cause)
+        return ServiceUnavailable(
+            "state store unavailable, retry shortly", retry_after=REDIS_RETRY_AFTER
+        )
+    # The upload changed hands, or went, under this request (a lost lock, a failover):
+    # what was committed is kept; the client asks for the offset again.
+    if isinstance(error, LockLost):
+        return Locked(f"{error}; resume from HEAD", {"Retry-After": "1"})
+    if isinstance(error, StaleOffset):
+        return Conflict(f"{error}; resume from HEAD")
+    if isinstance(error, UploadVanished):
+        return NotFound(str(error))
     if isinstance(error, OSError) and error.errno in DISK_FULL:
         return InsufficientStorage("no space left on the upload volume")
     return None

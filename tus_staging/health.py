@@ -12,6 +12,8 @@ import redis.exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
+from store.topology import UNAVAILABLE
+
 from .metrics import exposition
 from .services import services_of
 
@@ -29,7 +31,7 @@ async def healthz(request: web.Request) -> web.Response:
     checks: dict[str, bool] = {}
     try:
         checks["redis"] = await asyncio.wait_for(services.uploads.ping(), timeout=3)
-    except (redis.exceptions.RedisError, TimeoutError, OSError):
+    except (*UNAVAILABLE, redis.exceptions.RedisError, TimeoutError, OSError):
         checks["redis"] = False
     layout = services.layout
     for name, directory in (

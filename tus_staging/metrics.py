@@ -57,6 +57,16 @@ FINALIZE_SECONDS = Histogram(
     "time from the last committed byte to the file staged with its sidecar",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+REPLICA_WAITS = Counter(
+    "tus_staging_replica_waits_total",
+    "upload state changes that waited for Redis replicas (WAIT), by outcome",
+    ["outcome"],
+)  # acknowledged, timed_out (the change stands on the master alone)
+REPLICA_WAIT_SECONDS = Histogram(
+    "tus_staging_replica_wait_seconds",
+    "an upload state change and its wait for replicas, from sending to acknowledgement",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 MD5_UPDATES = Counter(
     "tus_staging_md5_updates_total",
     "md5 updates (upload and on-demand metadata blocks): through the lanes engine, or inline",
@@ -98,4 +108,10 @@ def store_observers() -> StoreObservers:
         finalized=FINALIZE_SECONDS.observe,
         event=lambda kind: UPLOAD_EVENTS.labels(kind).inc(),
         blocks_written=record_md5_lanes,
+        replica_wait=record_replica_wait,
     )
+
+
+def record_replica_wait(seconds: float, acknowledged: bool) -> None:
+    REPLICA_WAIT_SECONDS.observe(seconds)
+    REPLICA_WAITS.labels("acknowledged" if acknowledged else "timed_out").inc()

@@ -6,13 +6,11 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from protocol.errors import Locked, NotFound, PayloadTooLarge, ServiceUnavailable
+from protocol.errors import Locked, PayloadTooLarge, ServiceUnavailable
 from protocol.headers import parse_checksum
 from store.checksums import ExpectedChecksum
-from store.locks import LockLost
 from store.record import UploadRecord
 from store.session import UploadSession
-from store.state_store import StaleOffset, UploadVanished
 
 from .body_pump import BodyEnd, PumpSettings, pump_body
 from .metrics import BYTES_RECEIVED, LOCK_RELEASES
@@ -65,14 +63,9 @@ async def receive_body(
             progress(record.offset)
 
     settings = PumpSettings(config.block_size, config.network_timeout, config.lock.renew_every)
-    try:
-        async with session.appending(checksum, committed) as appender:
-            end = await pump_body(request, appender, settings, limit, services.stopping)
-            await appender.end_body(whole=end is BodyEnd.COMPLETE)
-    except LockLost as error:
-        raise Locked(f"{error}; resume from HEAD") from None
-    except (StaleOffset, UploadVanished) as error:
-        raise NotFound(str(error)) from None
+    async with session.appending(checksum, committed) as appender:
+        end = await pump_body(request, appender, settings, limit, services.stopping)
+        await appender.end_body(whole=end is BodyEnd.COMPLETE)
     return end
 
 

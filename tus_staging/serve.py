@@ -10,12 +10,20 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
+from protocol.errors import one_line
 from store import md5_lanes, writeback
 from store.digest import digest_backend
 from store.janitor import JanitorReport, janitor_pass
+from store.topology import UNAVAILABLE, BadRedisUrl, redacted
 from store.uploads import Uploads
 
-from .app import create_app, edge_middlewares, make_authenticator, make_runner, redis_client
+from .app import (
+    connect_state_store,
+    create_app,
+    edge_middlewares,
+    make_authenticator,
+    make_runner,
+)
 from .config import Config
 from .embedded_redis import EmbeddedRedis
 
@@ -43,9 +51,10 @@ SHUTDOWN_TIMEOUT = 30.0  # seconds streaming requests get to commit and answer a
 def serve(config: Config) -> int:
     if config.workers < 1:
         raise SystemExit("--workers must be at least 1")
-    try:  # refuse a bad auth, CORS or host setup before anything starts
+    try:  # refuse a bad auth, CORS, host or store setup before anything starts
         make_authenticator(config)
         edge_middlewares(config)
+        config.store_settings  # noqa: B018 - checks the store's settings
     except (ValueError, OSError) as error:
         raise SystemExit(f"tus-staging: {error}") from None
     md5_lanes.set_enabled(not config.no_md5_lanes)  # before gunicorn forks its workers
@@ -61,6 +70,7 @@ def serve(config: Config) -> int:
         "sync_file_range" if writeback.available() else "off (not on Linux)",
     )
     with redis_for(config) as url:
+        log.info("state store: %s", check_redis(url))
         if config.workers > 1:
             from .workers import run_workers
 
@@ -74,6 +84,25 @@ def serve(config: Config) -> int:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(serve_until_stopped(app, config))
     return 0
+
+
+def check_redis(url: str) -> str:
+    """What ``url`` is connected to (scripts loaded); a wrong or unreachable URL stops the
+    server now with one line that says why, before it listens or forks a worker."""
+
+    async def probe() -> str:
+        state = await connect_state_store(url)
+        await state.aclose()
+        return state.description
+
+    try:
+        return asyncio.run(probe())
+    except BadRedisUrl as error:
+        raise SystemExit(f"tus-staging: --redis-url {redacted(url)}: {error}") from None
+    except UNAVAILABLE as error:
+        cause = one_line(f"{type(error).__name__}: {error}", 200)
+        message = f"tus-staging: no usable Redis at --redis-url {redacted(url)}: {cause}"
+        raise SystemExit(message) from None
 
 
 async def serve_until_stopped(app: web.Application, config: Config) -> None:
@@ -111,6 +140,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 def cleanup(config: Config) -> int:
     with redis_for(config) as url:
+        check_redis(url)
         report = asyncio.run(_cleanup(config, url))
     if report is None:
         print("another janitor pass is running; try again later")
@@ -123,10 +153,10 @@ def cleanup(config: Config) -> int:
 
 
 async def _cleanup(config: Config, url: str) -> JanitorReport | None:
-    redis = redis_client(url)
-    uploads = Uploads(redis, config.layout, config.store_settings)
+    state = await connect_state_store(url)
+    uploads = Uploads(state.client, config.layout, config.store_settings)
     try:
         return await janitor_pass(uploads, min_finalize_age=config.stuck_finalize_age)
     finally:
         uploads.close()
-        await redis.aclose()
+        await state.aclose()
