@@ -20,8 +20,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Three test processes on two cores: most tests wait on sockets and subprocesses.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3
 
 test-slow: install
 	$(BIN)/pytest -m slow -s
