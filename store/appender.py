@@ -2,8 +2,8 @@
 
 The caller hands over blocks (socket chunks gathered to about a block size, kept as they
 came: no copy into one buffer) one at a time. Each block makes one hop to the block
-executor, which writes it at its offset and hashes it, and is scanned in a second hop
-beside it; meanwhile the caller reads the next block from the network, so
+executor, which writes it at its offset and hashes it (a text block is scanned in a
+second hop beside it); meanwhile the caller reads the next block from the network, so
 at most two blocks are in memory, whatever the upload's size.
 
 A commit is: fsync the partial file, then move the committed offset and the digest and
@@ -88,9 +88,14 @@ class Appender:
         self._in_flight = in_flight
 
     async def _write_block(self, chunks: Sequence[bytes]) -> None:
-        # Written and hashed in one hop, scanned in another beside it: the digests release
-        # the GIL, the scanner holds it, so a block costs the longer of the two.
         stream = self.writer.stream
+        if not stream.scanner.is_text:
+            # A binary file's scan is one bytes.count a chunk: not worth a hop of its own.
+            await self._hop(functools.partial(self.writer.write, chunks, scan=True))
+            return
+        # Text is written and hashed in one hop and scanned in another beside it: the
+        # digests release the GIL, the scanner holds it, so a block costs the longer of
+        # the two, not their sum.
         before = copy.copy(stream.scanner)
         outcomes = await asyncio.gather(
             self._hop(functools.partial(self.writer.write, chunks, scan=False)),
