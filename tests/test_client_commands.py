@@ -198,6 +198,13 @@ def test_exit_status_of_refusals_and_unreachable_servers(
     )  # fmt: skip
     code, _, err = cli("ls", "bad\x00name")  # refused by the server's path policy
     assert code == 2 and err.startswith("tus-staging ls: 400: ")
+    code, _, err = cli("ls", "--url", f"{server.url}/files/")  # the upload's endpoint
+    assert (code, err) == (2, (
+        f"tus-staging ls: --url {server.url}/files/ is the tus endpoint: ls takes the"
+        f" server's base URL ({server.url}), and so does upload\n"
+    ))  # fmt: skip
+    code, _, err = cli("info", "x", "--url", f"{server.url}/nowhere")  # status said once
+    assert (code, err) == (2, "tus-staging info: 404: Not Found\n")
     monkeypatch.delenv("TUS_STAGING_URL")
     with pytest.raises(SystemExit) as usage:
         cli("ls")

@@ -12,18 +12,30 @@ import sys
 import time
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from .client_cli import OK, USAGE
 from .client_http import ServerError, base_url, new_session
 from .progress import human_bytes, printable
 from .staging_client import Record, StagingClient, area_path
+from .tus_client import is_tus_endpoint
 
 BAD_REQUEST = 400
 LONG_FIELDS = ("head", "tail")  # printed as indented blocks by `info`
 
 
 def client_for(args: argparse.Namespace) -> StagingClient:
-    return StagingClient(base_url(args.url), new_session(args.token))
+    """A client of the server at ``--url``; ValueError when that names the tus endpoint
+    (which ``upload`` takes, so one URL in the environment may be meant for both)."""
+    url = base_url(args.url)
+    session = new_session(args.token)
+    # Only a URL with a path can be the endpoint: the probe costs nothing otherwise.
+    if urlsplit(url).path and is_tus_endpoint(session, url):
+        raise ValueError(
+            f"--url {url}/ is the tus endpoint: {args.command} takes the server's base URL"
+            f" ({url.rsplit('/', 1)[0]}), and so does upload"
+        )
+    return StagingClient(url, session)
 
 
 def print_json(value: Any) -> None:

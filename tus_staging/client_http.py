@@ -27,7 +27,9 @@ class ServerError(Exception):
     an answer that makes no sense (neither)."""
 
     def __init__(self, status: int | None, reason: str, unreachable: bool = False):
-        super().__init__(f"{status}: {reason}" if status is not None else reason)
+        # aiohttp's own refusals already begin with their status ("404: Not Found").
+        said = status is None or reason.startswith(f"{status}:")
+        super().__init__(reason if said else f"{status}: {reason}")
         self.status = status
         self.reason = reason
         self.unreachable = unreachable

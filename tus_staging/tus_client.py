@@ -44,15 +44,20 @@ class UploadState:
     metadata: dict[str, bytes]
 
 
+def is_tus_endpoint(session: requests.Session, url: str) -> bool:
+    """Whether ``url/`` answers OPTIONS as a tus endpoint does (with ``Tus-Version``)."""
+    try:
+        answer = session.options(url.rstrip("/") + "/", timeout=TIMEOUTS)
+    except requests.RequestException:
+        return False  # the first real request will say what is wrong
+    return answer.ok and "Tus-Version" in answer.headers
+
+
 def find_endpoint(session: requests.Session, url: str) -> str:
     """The tus endpoint: ``url/`` itself when it answers OPTIONS as one, else
     ``url/files/`` (``url`` is then the server's base URL)."""
     candidate = url.rstrip("/") + "/"
-    try:
-        answer = session.options(candidate, timeout=TIMEOUTS)
-    except requests.RequestException:
-        answer = None  # the first real request will say what is wrong
-    if answer is not None and answer.ok and "Tus-Version" in answer.headers:
+    if is_tus_endpoint(session, candidate):
         return candidate
     return urljoin(candidate, DEFAULT_ENDPOINT_PATH)
 
