@@ -250,7 +250,7 @@ class Uploads:
 
     async def peek(self, owner: str, upload_id: str) -> UploadRecord | None:
         """The record, read without the lock, when nobody holds the lock and it needs no
-        care (the cheap path for HEAD); None otherwise: open a session instead."""
+        care (the cheap path for HEAD); None otherwise: open an UploadSession instead."""
         if not is_upload_id(upload_id):
             raise NotFound(f"no upload {upload_id!r}")
         locked, record = await self.records.get_unless_locked(upload_id)
@@ -299,9 +299,10 @@ class Uploads:
     async def session(
         self, owner: str, upload_id: str, *, terminating: bool = False
     ) -> AsyncIterator[UploadSession]:
-        """Hold the upload's lock (asking a current holder to let go) and yield a session on
-        its committed record. A finalize that a crash interrupted is completed first,
-        except when ``terminating``: DELETE works whatever state the upload is in."""
+        """Hold the upload's lock (asking a current holder to let go) and yield an
+        UploadSession on its committed record. A finalize that a crash interrupted is
+        completed first, except when ``terminating``: DELETE works whatever state the
+        upload is in."""
         await self._owned(owner, upload_id)  # 404 before anyone is asked to let go
         lock = await self.lock(upload_id, self.settings.lock)
         session: UploadSession | None = None
@@ -331,8 +332,8 @@ class Uploads:
 
     @contextlib.asynccontextmanager
     async def _quick_session(self, upload_id: str) -> AsyncIterator[UploadSession | None]:
-        """A session for background work, or None when the upload is gone or busy (busy:
-        someone is on it right now, so it is not abandoned)."""
+        """An UploadSession for background work, or None when the upload is gone or busy
+        (busy: someone is on it right now, so it is not abandoned)."""
         quick = LockSettings(ttl=self.settings.lock.ttl, wait=0.2)
         try:
             lock = await self.lock(upload_id, quick)

@@ -151,7 +151,7 @@ def curl_status(*args: str) -> tuple[int, str]:
     return int(done.stdout.split()[1]), done.stdout
 
 
-def test_the_issue_curl_delete_from_another_origin_is_refused(single_user) -> None:
+def test_a_curl_delete_from_another_origin_is_refused(single_user) -> None:
     server = single_user()
     notes = home(server) / "notes.txt"
     notes.write_text("mine")
