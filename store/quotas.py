@@ -40,10 +40,14 @@ class TooManyUploads(TusError):
     default_status = 429
 
 
+MAX_OPEN_UPLOADS = 1000  # unfinished uploads of one user
+MAX_RESERVED_BYTES = 5 * 1024**4  # 5 TiB of unfinished uploads of one user
+
+
 @dataclass(frozen=True)
 class UserLimits:
-    max_open_uploads: int | None = 1000
-    max_reserved_bytes: int | None = 5 * 1024**4  # 5 TiB of unfinished uploads
+    max_open_uploads: int | None = MAX_OPEN_UPLOADS  # None: no limit
+    max_reserved_bytes: int | None = MAX_RESERVED_BYTES
 
 
 class Quotas:

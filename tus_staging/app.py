@@ -66,7 +66,7 @@ def make_authenticator(config: Config) -> Authenticator:
             f"refusing to serve {config.host} without authentication: "
             "give --tokens-file or --auth-url, or bind to a loopback address"
         )
-    return SingleUserAuth(config.single_user or "local")
+    return SingleUserAuth(config.single_user)
 
 
 async def connect_state_store(url: str) -> StateRedis:

@@ -76,30 +76,30 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=EnvDefaults)
 
     serve = commands.add_parser("serve", help="run the upload server")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=1080, help="port to listen on")
+    serve.add_argument("--host", help="address to listen on")
+    serve.add_argument("--port", type=int, help="port to listen on")
     add_storage_flags(serve)
-    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument("--workers", type=int, help="worker processes")
     serve.add_argument("--tokens-file", type=Path, help="lines of 'TOKEN USERNAME'")
     serve.add_argument("--auth-url", help="KBase auth2-style token validation URL")
     serve.add_argument("--max-size", type=byte_size, help="largest upload accepted, bytes")
     serve.add_argument(
-        "--expire-after", type=float, default=7 * 24 * 3600.0,
+        "--expire-after", type=float,
         help="seconds an unfinished upload is kept (default one week)",
     )  # fmt: skip
     serve.add_argument(
-        "--keep-completed", type=float, default=24 * 3600.0,
+        "--keep-completed", type=float,
         help="seconds the record of a staged upload is kept (HEAD/GET on it; default a day)",
     )  # fmt: skip
     serve.add_argument(
-        "--max-open-uploads", type=int, default=1000,
+        "--max-open-uploads", type=int,
         help="unfinished uploads one user may have (429 past it); 0 = no limit",
     )  # fmt: skip
     serve.add_argument(
-        "--max-reserved", type=byte_size, default=5 * 1024**4,
+        "--max-reserved", type=byte_size,
         help="bytes one user's unfinished uploads may reserve (507 past it); 0 = no limit",
     )  # fmt: skip
-    serve.add_argument("--base-path", default="/files/", help="URL path of the tus endpoint")
+    serve.add_argument("--base-path", help="URL path of the tus endpoint")
     serve.add_argument("--sha256", action="store_true", help="also compute sha256")
     serve.add_argument(
         "--md5-kernel", metavar="NAME[:N]",
@@ -110,42 +110,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-md5-lanes", action="store_true",
         help="hash md5 with libcrypto only, not in the multi-buffer lanes of concurrent uploads",
     )  # fmt: skip
+    serve.add_argument("--block-size", type=byte_size, help="bytes per write+hash block")
     serve.add_argument(
-        "--block-size", type=byte_size, default=MiB, help="bytes per write+hash block"
-    )
-    serve.add_argument(
-        "--checkpoint-bytes", type=byte_size, default=64 * MiB,
+        "--checkpoint-bytes", type=byte_size,
         help="fsync and commit every this many bytes of a PATCH body",
     )  # fmt: skip
     serve.add_argument(
-        "--network-timeout", type=float, default=60.0,
+        "--network-timeout", type=float,
         help="seconds a client may stay silent mid-body: a tus PATCH then commits what came, "
         "any other request is answered 408",
     )  # fmt: skip
     serve.add_argument(
-        "--keepalive-timeout", type=float, default=30.0,
+        "--keepalive-timeout", type=float,
         help="seconds an idle connection (or an unfinished request head) is kept",
     )  # fmt: skip
     serve.add_argument(
-        "--lock-wait", type=float, default=20.0,
+        "--lock-wait", type=float,
         help="seconds a request waits for a busy upload before answering 423",
     )  # fmt: skip
     serve.add_argument(
-        "--wait-replicas", type=int, default=1,
+        "--wait-replicas", type=int,
         help="replicas that must acknowledge each upload state change before the client is "
         "answered, where the Redis master has replicas online (WAIT); 0 = never wait",
     )  # fmt: skip
     serve.add_argument(
-        "--wait-replicas-timeout", type=float, default=1.0,
+        "--wait-replicas-timeout", type=float,
         help="seconds a state change waits for its replicas; past it the change stands on the "
         "master alone (counted in tus_staging_replica_waits_total)",
     )  # fmt: skip
     serve.add_argument(
-        "--janitor-interval", type=float, default=300.0,
+        "--janitor-interval", type=float,
         help="seconds between janitor passes (expired uploads, stuck finalizes); 0 = off",
     )  # fmt: skip
     serve.add_argument(
-        "--stuck-finalize-age", type=float, default=60.0,
+        "--stuck-finalize-age", type=float,
         help="seconds after which the janitor completes a finalize whose request died",
     )  # fmt: skip
     serve.add_argument(
@@ -153,12 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="build upload URLs from Forwarded / X-Forwarded-Proto / X-Forwarded-Host",
     )  # fmt: skip
     serve.add_argument(
-        "--cors-origins", default="",
+        "--cors-origins",
         help="comma-separated origins allowed by CORS (none by default); "
         "'*' any, only with --tokens-file or --auth-url",
     )  # fmt: skip
     serve.add_argument(
-        "--allowed-hosts", default="",
+        "--allowed-hosts",
         help="comma-separated host names clients may reach the server by, besides localhost, "
         "loopback addresses and --host; checked in single-user mode, and in every mode when given",
     )  # fmt: skip
@@ -172,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow credentialed (cookie) cross-origin requests; needs explicit origins",
     )  # fmt: skip
     serve.add_argument(
-        "--single-user", default="local",
+        "--single-user",
         help="user name in single-user mode (no --tokens-file/--auth-url; loopback only)",
     )  # fmt: skip
     serve.add_argument(
@@ -190,17 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--file-lifetime", type=int, help="days files are kept, as /file-lifetime tells"
     )
     serve.add_argument(
-        "--decompress-max-bytes", type=byte_size, default=256 * 1024 * MiB,
+        "--decompress-max-bytes", type=byte_size,
         help="bytes one archive may expand to in /decompress (default 256G)",
     )  # fmt: skip
     serve.add_argument(
-        "--decompress-max-members", type=int, default=100_000,
+        "--decompress-max-members", type=int,
         help="files, folders and links one archive may hold in /decompress",
     )  # fmt: skip
-    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
-    serve.add_argument(
-        "--log-format", default="text", choices=("text", "json"), help="log line format"
-    )
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    serve.add_argument("--log-format", choices=("text", "json"), help="log line format")
 
     add_client_commands(commands)
 
@@ -210,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_storage_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="data directory")
+    parser.add_argument("--data-dir", type=Path, help="data directory")
     parser.add_argument("--staging-dir", type=Path, help="default DATA/staging")
     parser.add_argument("--metadata-dir", type=Path, help="default DATA/metadata")
     parser.add_argument("--upload-dir", type=Path, help="default DATA/uploads")

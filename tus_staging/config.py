@@ -1,4 +1,7 @@
-"""Service configuration: one dataclass, filled by the CLI (flags or TUS_STAGING_* env)."""
+"""Service configuration: one dataclass, filled by the CLI (flags or TUS_STAGING_* env).
+
+Its defaults are the flags' defaults (the parser leaves an absent flag out); those of the
+store's settings are the store's own."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from pathlib import Path
 
 from store.layout import DataLayout
 from store.locks import LockSettings
-from store.quotas import UserLimits
+from store.quotas import MAX_OPEN_UPLOADS, MAX_RESERVED_BYTES, UserLimits
 from store.replication import ReplicaWaitSettings
 from store.uploads import StoreSettings
 
@@ -27,24 +30,26 @@ class Config:
     tokens_file: Path | None = None
     auth_url: str | None = None
     max_size: int | None = None  # bytes; None: no limit
-    expire_after: float = 7 * 24 * 3600.0  # seconds an unfinished upload is kept
-    keep_completed: float = 24 * 3600.0  # seconds a staged upload's record is kept
-    max_open_uploads: int = 1000  # per user; 0: no limit
-    max_reserved: int = 5 * 1024**4  # bytes unfinished uploads of one user may reserve; 0: none
+    expire_after: float = StoreSettings.expire_after  # seconds an unfinished upload is kept
+    keep_completed: float = StoreSettings.completed_ttl  # seconds a staged upload's record is kept
+    max_open_uploads: int = MAX_OPEN_UPLOADS  # per user; 0: no limit
+    max_reserved: int = (
+        MAX_RESERVED_BYTES  # bytes unfinished uploads of one user may reserve; 0: none
+    )
     base_path: str = "/files/"
     sha256: bool = False  # also compute sha256 of every upload
     md5_kernel: str | None = None  # NAME[:N] (store/md5_lanes.py); None: the best here
     no_md5_lanes: bool = False  # md5 on libcrypto only (store/md5_lanes.py off)
     block_size: int = 1 * MiB  # bytes per write + digest hop
-    checkpoint_bytes: int = 64 * MiB  # fsync + commit every this many bytes of a PATCH
+    checkpoint_bytes: int = StoreSettings.checkpoint_bytes  # fsync + commit every this many bytes
     network_timeout: float = 60.0  # seconds without a byte from the client mid-body
     # Seconds an idle connection is kept; also bounds how long a client may take to send a
     # complete request head (slow-loris protection: aiohttp counts that time as idle).
     keepalive_timeout: float = 30.0
-    lock_wait: float = 20.0  # seconds a request waits for a busy upload before 423
+    lock_wait: float = LockSettings.wait  # seconds a request waits for a busy upload before 423
     # Replicas a record write waits for (where its master has them online); 0: never.
-    wait_replicas: int = 1
-    wait_replicas_timeout: float = 1.0  # seconds; past it the write stands on the master only
+    wait_replicas: int = ReplicaWaitSettings.replicas
+    wait_replicas_timeout: float = ReplicaWaitSettings.timeout  # past it: the master only
     janitor_interval: float = 300.0  # seconds between janitor passes (0: never)
     # A finalize older than this is taken as interrupted (its request died) by the janitor.
     stuck_finalize_age: float = 60.0
@@ -59,7 +64,7 @@ class Config:
     hook_post_finish: str | None = None  # URL told of every finished upload (with retries)
     log_format: str = "text"  # or "json"
     log_level: str = "INFO"
-    single_user: str | None = None  # set when neither tokens file nor auth url is given
+    single_user: str = "local"  # the user in single-user mode (no tokens file, no auth url)
     # KBase's supported_apps_w_extensions.json, for /importer_filetypes/ and
     # /importer_mappings/ (404 without it).
     importer_mappings: Path | None = None
