@@ -162,9 +162,30 @@ class RedisProcess:
 
 
 class ServerAddress:
-    """Where a test server listens."""
+    """Where a test server listens, and what it serves: the fields and ``serve`` arguments
+    the in-process server and the server process share."""
 
-    port: int
+    def __init__(
+        self,
+        data_dir: Path,
+        redis_url: str | None,
+        tokens_file: Path | None,
+        extra_args: list[str] | None = None,
+    ):
+        self.data_dir = data_dir
+        self.redis_url = redis_url
+        self.tokens_file = tokens_file
+        self.extra_args = list(extra_args or [])
+        self.port = free_port()
+
+    def serve_args(self) -> list[str]:
+        """``serve`` and its flags."""
+        args = ["serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if self.redis_url:
+            args += ["--redis-url", self.redis_url]
+        if self.tokens_file:
+            args += ["--tokens-file", str(self.tokens_file)]
+        return args + self.extra_args
 
     @property
     def url(self) -> str:
@@ -200,21 +221,14 @@ class InProcessServer(ServerAddress):
         tokens_file: Path | None,
         extra_args: list[str] | None = None,
     ):
-        self.data_dir = data_dir
-        self.redis_url = redis_url
-        self.tokens_file = tokens_file
-        self.extra_args = list(extra_args or [])
-        self.port = free_port()
+        super().__init__(data_dir, redis_url, tokens_file, extra_args)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.runner: web.AppRunner | None = None
         self.thread: threading.Thread | None = None
         self.logs = LogLines()
 
     def config(self) -> Config:
-        args = ["serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        if self.tokens_file:
-            args += ["--tokens-file", str(self.tokens_file)]
-        return config_from(build_parser().parse_args(args + self.extra_args))
+        return config_from(build_parser().parse_args(self.serve_args()))
 
     def start(self) -> None:
         assert self.redis_url is not None, "an in-process server needs a Redis of the test's"
@@ -275,27 +289,15 @@ class ServerProcess(ServerAddress):
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
     ):
-        self.data_dir = data_dir
-        self.redis_url = redis_url
-        self.tokens_file = tokens_file
-        self.extra_args = list(extra_args or [])
+        super().__init__(data_dir, redis_url, tokens_file, extra_args)
         # Extra environment for the next start() (e.g. TUS_STAGING_CRASH_AT); set it to
         # None before a restart to start the same server without it.
         self.env = dict(env or {})
-        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
     def command(self) -> list[str]:
-        command = [
-            sys.executable, "-m", "tus_staging.cli", "serve",
-            "--port", str(self.port), "--data-dir", str(self.data_dir),
-        ]  # fmt: skip
-        if self.redis_url:
-            command += ["--redis-url", self.redis_url]
-        if self.tokens_file:
-            command += ["--tokens-file", str(self.tokens_file)]
-        return command + self.extra_args
+        return [sys.executable, "-m", "tus_staging.cli", *self.serve_args()]
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
