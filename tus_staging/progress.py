@@ -23,8 +23,10 @@ NAME_WIDTH = 30
 def human_bytes(count: float) -> str:
     """1023 B, 1.0 KiB, 3.5 GiB (binary units, one decimal)."""
     for unit in UNITS:
-        if abs(count) < 1024 or unit == UNITS[-1]:
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        digits = 0 if unit == "B" else 1
+        # By the value as printed: 1023.95 KiB is 1.0 MiB, not 1024.0 KiB.
+        if abs(round(count, digits)) < 1024 or unit == UNITS[-1]:
+            return f"{count:.{digits}f} {unit}"
         count /= 1024
     raise AssertionError("unreachable")
 
