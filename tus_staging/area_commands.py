@@ -61,7 +61,7 @@ def ls(args: argparse.Namespace) -> int:
         entries = client.list(args.path, show_hidden=args.all)
     except ServerError as error:
         # A file rather than a folder: show its own line, as ls does.
-        entries = _the_file(client, args.path, args.all) if error.status == BAD_REQUEST else None
+        entries = _the_file(client, args.path) if error.status == BAD_REQUEST else None
         if not entries:
             raise
     if args.json:
@@ -72,7 +72,8 @@ def ls(args: argparse.Namespace) -> int:
     return OK
 
 
-def _the_file(client: StagingClient, path: str, show_hidden: bool) -> list[Record]:
+def _the_file(client: StagingClient, path: str) -> list[Record]:
+    """The file named ``path`` as its folder lists it (hidden or not: it was named)."""
     target = PurePosixPath(area_path(path) or ".")
     if str(target) == ".":
         return []

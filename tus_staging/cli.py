@@ -53,6 +53,7 @@ class EnvDefaults(argparse.ArgumentParser):
                     kwargs["default"] = raw.strip().lower() in ("1", "true", "yes", "on")
                 else:
                     kwargs["default"] = kwargs.get("type", str)(raw)
+                kwargs["required"] = False  # the environment gave it
             kwargs["help"] = (kwargs.get("help") or "") + f" [env {variable}]"
         return super().add_argument(*names, **kwargs)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -177,12 +176,9 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
-    from .cli import env_name
-
     parser.add_argument(
         "--url",
-        # Required, unless the environment gives it (the parser reads it as the default).
-        required=env_name("--url") not in os.environ,
+        required=True,  # unless the environment gives it (EnvDefaults)
         help="the server's base URL, e.g. http://127.0.0.1:1080"
         + (" (or its tus endpoint, .../files/)" if parser.prog.endswith("upload") else ""),
     )

@@ -31,7 +31,6 @@ class ServerError(Exception):
         said = status is None or reason.startswith(f"{status}:")
         super().__init__(reason if said else f"{status}: {reason}")
         self.status = status
-        self.reason = reason
         self.unreachable = unreachable
 
 

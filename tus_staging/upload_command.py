@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-import requests
-
 from .client_cli import FAILED, OK, USAGE
 from .client_http import ServerError, base_url, new_session, retrying
 from .progress import FileProgress, Progress, human_bytes, printable
@@ -144,7 +142,7 @@ class Uploads:
         return entry["url"], min(state.offset, job.size)
 
     def upload(self, job: FileJob) -> FileResult:
-        """Upload (or resume) one file; the reasons of a failure in the result."""
+        """Upload (or resume) one file; raises on failure (the command reports it per file)."""
         key = upload_key(self.endpoint, self.token, job)
         url, offset = self.resume_point(key, job)
         resumed_from = offset
@@ -257,7 +255,8 @@ def upload(args: argparse.Namespace) -> int:
     results: list[FileResult] = []
     try:
         for job, outcome in run_in_threads(jobs, args.parallel, run.upload, run.cancel):
-            if isinstance(outcome, ServerError | OSError | FileChanged | requests.RequestException):
+            # OSError includes requests' errors (RequestException is one).
+            if isinstance(outcome, ServerError | OSError | FileChanged):
                 outcome = FileResult(job, error=str(outcome) or type(outcome).__name__)
             elif isinstance(outcome, BaseException):
                 raise outcome
