@@ -17,7 +17,9 @@ from .tus_client import TusTestClient
 pytestmark = pytest.mark.in_process
 
 
-def get(url: str, token: str | None = TOKENS["alice"], **headers: str) -> requests.Response:
+def get(url: str, token: str | None = TOKENS["alice"], **fields: str) -> requests.Response:
+    """GET with header fields given as keywords: ``Tus_Resumable`` is ``Tus-Resumable``."""
+    headers = {name.replace("_", "-"): value for name, value in fields.items()}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return requests.get(url, headers=headers, timeout=30)
