@@ -11,8 +11,9 @@ refresh that finds its key already expired bumps a generation counter that inval
 every lock taken before — so a process that slept through its own death never writes
 again under a lock that may have been taken over meanwhile.
 
-The same loop retries the steps that could not be done while Redis was away (releasing
-a lock during a failover), until they succeed or no longer matter.
+A second loop, apart from the refreshes, retries the steps that could not be done while
+Redis was away (releasing a lock during a failover), until they succeed or no longer
+matter.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class Liveness:
         await self._announce()
 
     def retry_later(self, step: Step, within: float) -> None:
-        """Run ``step`` again at each refresh until it succeeds, for ``within`` seconds."""
+        """Run ``step`` again every ``REFRESH_EVERY`` seconds until it succeeds, for
+        ``within`` seconds."""
         self._later.append((step, time.monotonic() + within))
 
     async def _keep_alive(self) -> None:
@@ -108,6 +110,7 @@ class Liveness:
                     await step()
                 except Exception:
                     self._later.append((step, until))
+                stop_if_cancelled()
 
 
 _current: Liveness | None = None
