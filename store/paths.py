@@ -25,6 +25,7 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
+from protocol.errors import Conflict
 from protocol.paths import area_path, check_name, twin_key
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "UnsafePath",
     "ensure_dir",
     "open_dir_inside",
+    "refuse_twin",
     "resolve_inside",
     "twin_along",
     "twin_of",
@@ -180,6 +182,16 @@ def twin_along(root: Path, relative: PurePosixPath) -> str | None:
             continue
         return twin_of(folder, component)
     return None
+
+
+def refuse_twin(root: Path, relative: PurePosixPath, shown: str) -> None:
+    """409 for a new path with a look-alike twin along it (see :func:`twin_along`);
+    ``shown`` is the new path as the message names it."""
+    twin = twin_along(root, relative)
+    if twin is not None:
+        raise Conflict(
+            f"{twin!r} is already there and looks the same as {shown}: use the name as listed"
+        )
 
 
 def open_dir_inside(root: Path, directory: Path) -> int:

@@ -27,7 +27,7 @@ from .events import Events, Listener
 from .layout import DataLayout
 from .locks import LockSettings, UploadLock, acquire_lock, keep_renewed
 from .partial import StreamState, create_partial, partial_path, remove_partial
-from .paths import ensure_dir, twin_along
+from .paths import ensure_dir, refuse_twin
 from .quotas import Quotas, UserLimits
 from .record import UploadRecord, is_upload_id
 from .replication import ReplicatedWrites, ReplicaWaitSettings
@@ -223,12 +223,7 @@ class Uploads:
         if staged.is_dir():
             raise BadRequest(f"destination {str(destination)!r} is an existing directory")
         home = self.layout.user_home(owner)
-        twin = twin_along(home, destination)
-        if twin is not None:
-            raise Conflict(
-                f"{twin!r} is already there and looks the same as the destination's "
-                f"{str(destination)!r}: use the name as listed"
-            )
+        refuse_twin(home, destination, f"the destination's {str(destination)!r}")
         ensure_dir(home)
 
     # -- opening ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from store.area_files import (
     move_sidecar,
     remove_path,
 )
-from store.paths import ensure_dir, twin_along
+from store.paths import ensure_dir, refuse_twin
 
 from .staging_context import body_field, caller, requested
 from .staging_paths import new_name, relative_path
@@ -60,18 +60,8 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(text=f"successfully deleted {where.user_path}")
 
 
-def refuse_twin(where: AreaPath) -> None:
-    """409 for a new name that looks like an existing entry's (an NFC/NFD twin)."""
-    twin = twin_along(where.home, where.relative)
-    if twin is not None:
-        raise Conflict(
-            f"{twin!r} is already there and looks the same as {where.user_path!r}: "
-            "use the name as listed"
-        )
-
-
 def _move_with_sidecar(source: AreaPath, target: AreaPath) -> None:
-    refuse_twin(target)
+    refuse_twin(target.home, target.relative, repr(target.user_path))
     move_entry(source.staged, target.staged)
     move_sidecar(source.sidecar, target.sidecar, source.metadata_home)
 
@@ -105,7 +95,7 @@ async def mkdir(request: web.Request) -> web.Response:
     who = await caller(request)
     where = who.at(new_name(requested(request)))
     existed = await asyncio.to_thread(os.path.isdir, where.staged)
-    await asyncio.to_thread(refuse_twin, where)
+    await asyncio.to_thread(refuse_twin, where.home, where.relative, repr(where.user_path))
     await asyncio.to_thread(ensure_dir, where.staged)  # a file in the way: 409
     record = await asyncio.to_thread(entry, where.staged, where.home)
     return web.json_response(record, status=200 if existed else 201)
