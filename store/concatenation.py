@@ -8,13 +8,12 @@ goes, so the final is then finalized like any upload, without reading anything a
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from .locks import UploadLock, renew_between
-from .partial import PartialWriter, StreamState, create_partial
+from .partial import PartialWriter, StreamState, create_partial, remove_partial
 
 COPY_BLOCK = 4 * 1024 * 1024
 
@@ -24,7 +23,9 @@ async def copy_parts(
 ) -> PartialWriter:
     """The final's partial file made anew from ``sources``; returns its (closed) writer,
     whose offset and stream state describe everything copied."""
-    await asyncio.to_thread(_make_empty, target)
+    # A concatenation interrupted by a crash starts over from an empty file.
+    await asyncio.to_thread(remove_partial, target)
+    await asyncio.to_thread(create_partial, target)
     writer = await asyncio.to_thread(PartialWriter.open, target, 0, StreamState.fresh(digest_names))
     try:
         for source in sources:
@@ -47,10 +48,3 @@ def _copy_step(handle: BinaryIO, writer: PartialWriter) -> Callable[[], int]:
         return len(block)
 
     return step
-
-
-def _make_empty(path: Path) -> None:
-    # A concatenation interrupted by a crash starts over from an empty file.
-    if os.path.lexists(path):
-        os.unlink(path)
-    create_partial(path)
