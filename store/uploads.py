@@ -363,7 +363,6 @@ class Uploads:
             if session is not None:
                 await self.records.delete(session.lock, part_id)
                 await asyncio.to_thread(remove_partial, session.partial_path)
-                session.after_release.clear()
 
     async def expire(self, upload_id: str) -> bool:
         """Remove ``upload_id`` if it is past its expiry and nobody is on it."""
