@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .locks import UploadLock, renew_between
-from .partial import PartialWriter, StreamState, create_partial, remove_partial
-
-COPY_BLOCK = 4 * 1024 * 1024
+from .partial import READ_BLOCK, PartialWriter, StreamState, create_partial, remove_partial
 
 
 async def copy_parts(
@@ -42,7 +40,7 @@ async def copy_parts(
 
 def _copy_step(handle: BinaryIO, writer: PartialWriter) -> Callable[[], int]:
     def step() -> int:
-        block = handle.read(COPY_BLOCK)
+        block = handle.read(READ_BLOCK)
         if block:
             writer.write([block])
         return len(block)

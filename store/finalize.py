@@ -36,12 +36,11 @@ from protocol.errors import Conflict, TusError
 
 from .crash_points import crash_point
 from .layout import DataLayout
-from .partial import StreamState, partial_path, stat_identity
+from .partial import READ_BLOCK, StreamState, partial_path, stat_identity
 from .paths import UnsafePath, ensure_dir, open_dir_inside, twin_of, user_root
 from .record import UploadRecord
 from .sidecar import metadata_record, read_tail, remove_sidecar, write_sidecar
 
-COPY_BLOCK = 4 * 1024 * 1024
 # Times a move is tried again when its folder vanished under it (removed or moved away
 # by the user at that very moment).
 PLACE_ATTEMPTS = 3
@@ -83,7 +82,7 @@ def _copy_across_filesystems(source: Path, folder: int, name: str) -> None:
     out_fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=folder)
     try:
         with open(source, "rb") as src, open(out_fd, "wb") as out:
-            shutil.copyfileobj(src, out, COPY_BLOCK)
+            shutil.copyfileobj(src, out, READ_BLOCK)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)

@@ -30,13 +30,12 @@ from .area_files import entry
 from .area_listing import JGI_SOURCE, UNKNOWN_SOURCE, jgi_metadata_name
 from .keys import metadata_lock_name
 from .locks import LockLost, LockSettings, UploadLock, acquire_lock, renew_between
-from .partial import StreamState
+from .partial import READ_BLOCK, StreamState
 from .sidecar import metadata_record, read_json_object, read_tail, write_sidecar
 from .topology import RedisClient
 
 log = logging.getLogger("tus_staging.metadata")
 
-READ_BLOCK = 4 * 1024 * 1024
 # A computation elsewhere may take minutes on a huge file: wait for it rather than redo it.
 COMPUTE_WAIT = 3600.0
 # What the KBase staging service expects of a complete metadata file (all strings).

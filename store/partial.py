@@ -20,6 +20,7 @@ from .record import UploadRecord
 from .scanner import ContentScanner, ScannerStateError
 from .writeback import drop_cached, start_writeback
 
+# Bytes of a file on disk read in one go, to hash it or copy it.
 READ_BLOCK = 4 * 1024 * 1024
 
 
