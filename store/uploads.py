@@ -372,9 +372,7 @@ class Uploads:
                     await self.records.set_expiry(upload_id, None)
                 return False
             if not await session.expire():
-                if not session.record.is_expired(self.clock()) and (
-                    session.record.status is not UploadState.PARTIAL
-                ):
+                if session.record.status is not UploadState.PARTIAL:
                     await self.records.set_expiry(upload_id, None)  # staged meanwhile
                 return False
             return True
