@@ -207,9 +207,9 @@ class UploadSession:
         record = self.record
         uploads = self.uploads
         started = time.monotonic()
+        status = self.check(UploadEvent.FINALIZE)
         if record.status is UploadState.PARTIAL:
             stream = await self.stream_state()
-            status = self.check(UploadEvent.FINALIZE)
             record.result = await asyncio.to_thread(prepare_result, record, uploads.layout, stream)
             record.partial_identity = await asyncio.to_thread(file_identity, self.partial_path)
             record.status = status
@@ -222,9 +222,8 @@ class UploadSession:
                 expect_offset=record.offset, replicated=True,
             )  # fmt: skip
             crash_point("finalize-before-move")
-        else:
-            self.check(UploadEvent.FINALIZE)  # resuming one that a crash interrupted
-            await self._write("status", replicated=True)  # (its first write may not have been)
+        else:  # resuming one that a crash interrupted: its first write may not have been
+            await self._write("status", replicated=True)
         # Finalizes of one name in one folder take turns (also with a look-alike name), so
         # one upload's move and sidecar never interleave with another's.
         dest_lock = await uploads.lock(
