@@ -163,14 +163,18 @@ class UploadSession:
         waiting = record.kind is UploadKind.FINAL and record.status is UploadState.PARTIAL
         if waiting and not await self._concatenate():
             return  # a partial upload is still unfinished: its completion wakes us
-        if not record.is_full:
-            raise Conflict(f"upload {record.id} has {record.offset} of {record.length} bytes")
+        self._require_full()
         await self._finalize()
 
-    async def _complete_part(self) -> None:
+    def _require_full(self) -> None:
+        """409 while some of the upload's bytes are missing."""
         record = self.record
         if not record.is_full:
             raise Conflict(f"upload {record.id} has {record.offset} of {record.length} bytes")
+
+    async def _complete_part(self) -> None:
+        record = self.record
+        self._require_full()
         record.status = self.check(UploadEvent.COMPLETE_PART)
         await self._write("status")  # it keeps its expiry: parts are never staged
         await self.uploads.quotas.release(record.owner, record.id)
