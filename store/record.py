@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from protocol.lifecycle import UploadKind, UploadState
+from protocol.lifecycle import UploadEvent, UploadKind, UploadState, allowed
 
 DIGEST_FIELD_PREFIX = "digest:"
 TUS_SOURCE = "tus upload"  # the metadata record's source of a file that came by upload
@@ -128,11 +128,12 @@ class UploadRecord:
         return UploadKind.PLAIN
 
     def is_expired(self, now: float) -> bool:
-        """Past its expiry and not staged (a finalize blocked that long expires too; a
-        concatenation's partial upload expires even once complete: it is never staged)."""
+        """Past its expiry, and in a state the lifecycle lets expire: not staged (a
+        finalize blocked that long expires too; a concatenation's partial upload expires
+        even once complete: it is never staged)."""
         if self.expires is None or self.expires > now:
             return False
-        return self.status is not UploadState.COMPLETE or self.kind is UploadKind.PART
+        return allowed(self.kind, self.status, UploadEvent.EXPIRE)
 
     @property
     def is_full(self) -> bool:

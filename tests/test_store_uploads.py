@@ -4,6 +4,7 @@ blocked finalizes, the janitor, quotas, events, completed records."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import AsyncIterator
@@ -13,13 +14,14 @@ import pytest
 from redis.asyncio import Redis
 
 from protocol.errors import Conflict, Gone, InsufficientStorage, TusError
-from protocol.lifecycle import UploadState
+from protocol.lifecycle import UploadKind, UploadState
 from store import events as store_events
 from store.finalize import FinalizeBlocked
 from store.janitor import janitor_pass
 from store.keys import EVENTS_STREAM_KEY, upload_key, user_uploads_key
 from store.layout import DataLayout
 from store.quotas import TooManyUploads, UserLimits
+from store.record import UploadRecord
 from store.uploads import StoreSettings, Uploads
 
 USER = "alice"
@@ -74,6 +76,32 @@ def staged(uploads: Uploads, relative: str) -> Path:
 
 def sidecar(uploads: Uploads, relative: str) -> dict:
     return json.loads((uploads.layout.metadata_dir / USER / relative).read_text())
+
+
+CONCAT_OF_KIND = {
+    UploadKind.PLAIN: "",
+    UploadKind.PART: "partial",
+    UploadKind.FINAL: "final;/files/a /files/b",
+}
+# Not GONE: a record is deleted before its upload is gone.
+STORED_STATES = (UploadState.PARTIAL, UploadState.FINALIZING, UploadState.COMPLETE)
+
+
+@pytest.mark.parametrize(("kind", "status"), list(itertools.product(UploadKind, STORED_STATES)))
+def test_what_expires_past_its_expiry(kind: UploadKind, status: UploadState) -> None:
+    """Every unstaged upload, and a concatenation's partial upload even once complete (it
+    is never staged); nothing before its expiry, nor without one."""
+    record = UploadRecord(
+        id="u", owner=USER, length=1, offset=0, metadata="", destination="f",
+        status=status, expires=100.0, concat=CONCAT_OF_KIND[kind],
+    )  # fmt: skip
+    assert record.kind is kind
+    expected = status is not UploadState.COMPLETE or kind is UploadKind.PART
+    assert record.is_expired(100.0) is expected
+    assert record.is_expired(200.0) is expected
+    assert not record.is_expired(99.9)
+    record.expires = None
+    assert not record.is_expired(200.0)
 
 
 async def test_an_upload_lands_with_its_metadata_and_its_record_expires(
