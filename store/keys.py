@@ -67,16 +67,20 @@ def events_user_key(user: str) -> str:
 
 
 def _tag(text: str) -> str:
-    # User names may hold braces or any character: a digest keeps the key well formed.
+    # Names and paths may hold braces or any character: a digest keeps the key well formed.
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def destination_lock_name(user: str, twin_key: str) -> str:
     """Finalizes (and other creations) of one name in one folder, serialized. Keyed by the
     name's twin key (its NFC form), so two names that look alike also take turns."""
-    return "dest-" + hashlib.sha256(f"{user}\0{twin_key}".encode()).hexdigest()[:32]
+    return "dest-" + _tag(f"{user}\0{twin_key}")
 
 
 def metadata_lock_name(user: str, relative: str) -> str:
     """One on-demand metadata computation of a file at a time, across workers and hosts."""
-    return "meta-" + hashlib.sha256(f"{user}\0{relative}".encode()).hexdigest()[:32]
+    return "meta-" + _tag(f"{user}\0{relative}")
+
+
+# The lock one janitor pass holds at a time, across every worker and host.
+JANITOR_LOCK_NAME = "janitor"

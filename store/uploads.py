@@ -24,6 +24,7 @@ from protocol.lifecycle import UploadKind, UploadState
 
 from . import md5_lanes
 from .events import Events, Listener
+from .keys import JANITOR_LOCK_NAME
 from .layout import DataLayout
 from .locks import LockSettings, UploadLock, acquire_lock, keep_renewed
 from .partial import StreamState, create_partial, partial_path, remove_partial
@@ -37,8 +38,6 @@ from .state_store import StateStore
 from .topology import RedisClient
 
 log = logging.getLogger("tus_staging.store")
-
-JANITOR_LEASE = "janitor"  # the name of the lock one janitor pass holds at a time
 
 
 def block_threads() -> int:
@@ -393,7 +392,7 @@ class Uploads:
         yields False when another pass is running."""
         quick = LockSettings(ttl=self.settings.lock.ttl, wait=0.0)
         try:
-            lock: UploadLock = await self.lock(JANITOR_LEASE, quick)
+            lock: UploadLock = await self.lock(JANITOR_LOCK_NAME, quick)
         except Locked:
             yield False
             return
