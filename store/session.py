@@ -279,7 +279,6 @@ class UploadSession:
         await uploads.records.delete(self.lock, record.id)
         await asyncio.to_thread(remove_partial, self.partial_path)
         await uploads.quotas.release(record.owner, record.id)
-        for part_id in record.parts:
-            await uploads.records.unclaim_part(part_id, record.id)
+        await uploads.records.unclaim_parts(record.parts, record.id)
         record.status = UploadState.GONE
         await uploads.events.emit(event, record)

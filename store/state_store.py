@@ -195,9 +195,11 @@ class StateStore:
         owner = await self.redis.get(claim_key(part_id))
         return owner.decode() if owner is not None else None
 
-    async def unclaim_part(self, part_id: str, final_id: str) -> None:
-        if await self.redis.get(claim_key(part_id)) == final_id.encode():
-            await self.redis.delete(claim_key(part_id))
+    async def unclaim_parts(self, part_ids: list[str], final_id: str) -> None:
+        """Free those of ``part_ids`` that belong to ``final_id``."""
+        for part_id in part_ids:
+            if await self.redis.get(claim_key(part_id)) == final_id.encode():
+                await self.redis.delete(claim_key(part_id))
 
     async def wait_for_part(self, part_id: str, final_id: str) -> None:
         await self.redis.sadd(finals_key(part_id), final_id)

@@ -179,8 +179,7 @@ class Uploads:
         try:
             await self._reserve_and_create(record, with_partial_file=False)
         except BaseException:
-            for part_id in part_ids:
-                await self.records.unclaim_part(part_id, record.id)
+            await self.records.unclaim_parts(part_ids, record.id)
             raise
         for part_id in part_ids:
             await self.records.wait_for_part(part_id, record.id)
@@ -193,8 +192,7 @@ class Uploads:
         for part_id in final.parts:
             owner = await self.records.claim_part(part_id, final.id, 2 * self.settings.expire_after)
             if owner is not None:
-                for done in claimed:
-                    await self.records.unclaim_part(done, final.id)
+                await self.records.unclaim_parts(claimed, final.id)
                 raise Conflict(f"partial upload {part_id} already belongs to final upload {owner}")
             claimed.append(part_id)
 
