@@ -2,10 +2,9 @@
 
 A cancel that arrives while redis-py awaits its connection can be swallowed there: the
 call returns, or fails with one of redis-py's own errors, instead of raising
-CancelledError (seen with a worker's liveness loop: its clean stop then waited for the
-worker's whole graceful timeout). A loop that goes on after such a call would run
-forever, and whoever awaits its end would wait for it. Such loops call
-:func:`stop_if_cancelled` after each of those calls.
+CancelledError. A loop that goes on after such a call runs forever, and whoever awaits
+its end waits until something else ends it (a worker's clean stop, until its graceful
+timeout runs out). Such loops call :func:`stop_if_cancelled` after each of those calls.
 """
 
 from __future__ import annotations

@@ -43,9 +43,9 @@ log = logging.getLogger("tus_staging.store")
 def block_threads() -> int:
     """Threads for block hops. With md5 lanes, one per lane: a thread waiting for the
     engine costs no CPU, and only uploads whose blocks are in flight at the same time can
-    share a pass (8 uploads on 2 threads left the lanes empty). Without them, two per
-    core (a text block is written and scanned by two at once); more would only contend
-    for the CPU and the GIL with the event loop."""
+    share a pass (two threads for eight uploads would leave the lanes empty). Without
+    them, two per core (a text block is written and scanned by two at once); more would
+    only contend for the CPU and the GIL with the event loop."""
     return md5_lanes.lanes() or 2 * (os.cpu_count() or 2)
 
 
