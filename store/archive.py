@@ -50,6 +50,7 @@ from protocol.errors import BadRequest, Conflict, PayloadTooLarge, ServiceUnavai
 from .area_files import make_room, move_no_replace, move_sidecar, remove_path
 from .area_listing import UNKNOWN_SOURCE
 from .partial import StreamState
+from .paths import is_inside
 from .scanner import TAIL_BYTES
 from .sidecar import metadata_record
 
@@ -356,7 +357,7 @@ class _Members:
             os.symlink(target, path)
         for relative, target in self.symlinks:
             resolved = os.path.realpath(self.root / relative)
-            if resolved != real_root and not resolved.startswith(real_root + os.sep):
+            if not is_inside(resolved, real_root):
                 raise _refused(f"{relative!s} is a link to {target!r}, outside the archive")
         for relative, mtime in sorted(self.folder_times.items(), reverse=True):
             with contextlib.suppress(FileNotFoundError):

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .paths import is_inside
+
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -94,9 +96,7 @@ def _is_own_subtree(source: Path, target: Path) -> bool:
     """Whether ``target`` lies in the folder ``source`` (a link is not its target's folder)."""
     if not stat.S_ISDIR(os.lstat(source).st_mode):
         return False
-    real_source = os.path.realpath(source)
-    real_folder = os.path.realpath(target.parent)
-    return real_folder == real_source or real_folder.startswith(real_source + os.sep)
+    return is_inside(os.path.realpath(target.parent), os.path.realpath(source))
 
 
 def move_entry(source: Path, target: Path) -> None:

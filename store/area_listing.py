@@ -21,6 +21,8 @@ from operator import itemgetter
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .paths import is_inside
+
 UNKNOWN_SOURCE = "Unknown"  # as the KBase staging service says of files it did not receive
 JGI_SOURCE = "JGI import"
 
@@ -40,10 +42,6 @@ def _recorded_source(sidecar: str) -> str | None:
         return None
     source = record.get("source") if isinstance(record, dict) else None
     return source if isinstance(source, str) else None
-
-
-def _inside(real_path: str, real_root: str) -> bool:
-    return real_path == real_root or real_path.startswith(real_root + os.sep)
 
 
 class AreaWalk:
@@ -139,7 +137,7 @@ class AreaWalk:
         """What to list an entry as, and whether it is a link; None to leave it out."""
         try:
             if item.is_symlink():
-                if not _inside(os.path.realpath(item.path), self.real_home):
+                if not is_inside(os.path.realpath(item.path), self.real_home):
                     return None
                 info, linked = os.stat(item.path), True
             else:
