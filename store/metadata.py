@@ -190,5 +190,5 @@ def _write_if_unchanged(where: AreaPath, info: os.stat_result, record: dict[str,
 def _feed_block(handle: BinaryIO, stream: StreamState) -> int:
     block = handle.read(READ_BLOCK)
     if block:
-        stream.feed_all([block])  # text: scanned beside the hashing, as uploads are
+        stream.feed_all([block])  # hashed, then scanned (text, lines, head) in this thread
     return len(block)
