@@ -78,6 +78,16 @@ def read_sidecar(path: Path) -> tuple[dict[str, Any] | None, float]:
     return read_json_object(path), info.st_mtime
 
 
+def _look(where: AreaPath) -> tuple[os.stat_result, dict[str, Any] | None, float]:
+    """The file's stat, and its sidecar's record and mtime as :func:`read_sidecar` gives
+    them (None, 0.0 unless it is a regular file: only those have sidecars). Blocking;
+    FileNotFoundError when nothing is there."""
+    info = os.stat(where.staged)
+    if not stat.S_ISREG(info.st_mode):
+        return info, None, 0.0
+    return (info, *read_sidecar(where.sidecar))
+
+
 def with_stat(record: dict[str, Any], where: AreaPath, info: os.stat_result) -> dict[str, Any]:
     """``record`` with what the file's stat says now (the KBase service does the same)."""
     return {**record, **entry(where.staged, where.home, info)}
@@ -97,10 +107,9 @@ class MetadataService:
 
     async def metadata(self, where: AreaPath) -> dict[str, Any]:
         """The record of a file or folder that exists (FileNotFoundError otherwise)."""
-        info = await asyncio.to_thread(os.stat, where.staged)
+        info, cached, sidecar_mtime = await asyncio.to_thread(_look, where)
         if not stat.S_ISREG(info.st_mode):
-            return await asyncio.to_thread(entry, where.staged, where.home, info)
-        cached, sidecar_mtime = await asyncio.to_thread(read_sidecar, where.sidecar)
+            return entry(where.staged, where.home, info)  # (given the stat: no I/O)
         if cached is not None and is_fresh(cached, info, sidecar_mtime):
             return with_stat(cached, where, info)
         key = where.user_path
@@ -139,8 +148,7 @@ class MetadataService:
     ) -> tuple[dict[str, Any], os.stat_result]:
         """Under the path's lock: the fresh sidecar (another worker may have computed it
         while we waited), else a new record, written as the sidecar."""
-        info = await asyncio.to_thread(os.stat, where.staged)
-        cached, sidecar_mtime = await asyncio.to_thread(read_sidecar, where.sidecar)
+        info, cached, sidecar_mtime = await asyncio.to_thread(_look, where)
         if cached is not None and is_fresh(cached, info, sidecar_mtime):
             return with_stat(cached, where, info), info
         log.info("computing metadata of %s (%d bytes)", where.user_path, info.st_size)
