@@ -51,8 +51,7 @@ from .area_files import make_room, move_no_replace, move_sidecar, remove_path
 from .area_listing import UNKNOWN_SOURCE
 from .partial import StreamState
 from .paths import is_inside
-from .scanner import TAIL_BYTES
-from .sidecar import metadata_record
+from .sidecar import keep_tail, metadata_record
 
 BLOCK = 1024 * 1024
 MAX_LINK_TARGET = 4096  # bytes of a zip symlink's target (PATH_MAX)
@@ -302,9 +301,7 @@ class _Members:
                     )
                 out.write(block)
                 stream.feed_all([block])
-                tail = (
-                    (tail + block)[-TAIL_BYTES:] if len(block) < TAIL_BYTES else block[-TAIL_BYTES:]
-                )
+                tail = keep_tail(tail, block)
             os.fchmod(fd, mode)
         os.utime(path, (mtime, mtime))
         info = os.stat(path)

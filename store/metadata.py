@@ -31,7 +31,7 @@ from .area_listing import JGI_SOURCE, UNKNOWN_SOURCE, jgi_metadata_name
 from .keys import metadata_lock_name
 from .locks import LockLost, LockSettings, UploadLock, acquire_lock, renew_between
 from .partial import StreamState
-from .sidecar import metadata_record, read_json_object, read_tail, write_sidecar
+from .sidecar import keep_tail, metadata_record, read_json_object, write_sidecar
 from .topology import RedisClient
 
 log = logging.getLogger("tus_staging.metadata")
@@ -152,18 +152,19 @@ class MetadataService:
         if cached is not None and is_fresh(cached, info, sidecar_mtime):
             return with_stat(cached, where, info), info
         log.info("computing metadata of %s (%d bytes)", where.user_path, info.st_size)
-        stream = StreamState.fresh(self.digest_names)
         handle: BinaryIO = await asyncio.to_thread(open, where.staged, "rb")
+        reading = _Pass(handle, StreamState.fresh(self.digest_names))
         try:
-            size = await renew_between(lock, lambda: _feed_block(handle, stream))
+            size = await renew_between(lock, reading.feed_block)
         except LockLost as error:  # Redis unreachable for most of a lock's TTL
             raise ServiceUnavailable(
                 f"metadata of {where.relative} not computed: {error}"
             ) from None
         finally:
             await asyncio.to_thread(handle.close)
+        stream = reading.stream
         scan = stream.scanner.finish()
-        tail = await asyncio.to_thread(read_tail, where.staged, size) if scan.is_text else b""
+        tail = reading.tail if scan.is_text else b""
         # A sidecar that only lacks fields keeps its source; a stale one's is guessed anew.
         source = None
         if cached is not None and not changed_since(cached, info, sidecar_mtime):
@@ -195,8 +196,18 @@ def _write_if_unchanged(where: AreaPath, info: os.stat_result, record: dict[str,
         write_sidecar(where.sidecar, where.metadata_home, record)
 
 
-def _feed_block(handle: BinaryIO, stream: StreamState) -> int:
-    block = handle.read(READ_BLOCK)
-    if block:
-        stream.feed_all([block])  # hashed, then scanned (text, lines, head) in this thread
-    return len(block)
+class _Pass:
+    """One streaming pass over a staged file: its digests and scan, and its last bytes."""
+
+    def __init__(self, handle: BinaryIO, stream: StreamState) -> None:
+        self.handle = handle
+        self.stream = stream
+        self.tail = b""
+
+    def feed_block(self) -> int:
+        """Read, hash and scan one block (blocking); 0 at the end of the file."""
+        block = self.handle.read(READ_BLOCK)
+        if block:
+            self.stream.feed_all([block])  # hashed, then scanned (text, lines, head) in this thread
+            self.tail = keep_tail(self.tail, block)
+        return len(block)

@@ -23,6 +23,12 @@ def read_tail(path: Path, size: int) -> bytes:
         return handle.read(size - start)
 
 
+def keep_tail(tail: bytes, block: bytes) -> bytes:
+    """The last TAIL_BYTES of ``tail`` followed by ``block``: the tail kept while a file
+    streams past, so it is the tail of the very bytes that were hashed."""
+    return (tail + block)[-TAIL_BYTES:] if len(block) < TAIL_BYTES else block[-TAIL_BYTES:]
+
+
 def metadata_record(
     *,
     user: str,
