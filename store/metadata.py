@@ -17,13 +17,14 @@ so a moved file's sidecar still describes it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from protocol.errors import ServiceUnavailable
+from protocol.errors import ServiceUnavailable, TusError
 
 from .area import AreaPath
 from .area_files import entry
@@ -43,6 +44,7 @@ COMPUTE_WAIT = 3600.0
 KBASE_KEYS = ("source", "md5", "lineCount", "head", "tail")
 # Kept when a stale sidecar is recomputed, as the KBase service keeps them.
 KEPT_KEYS = ("UPA",)
+MAX_JGI_METADATA = 16 * 1024 * 1024  # bytes of a .jgi file served
 
 
 def changed_since(record: dict[str, Any], info: os.stat_result, sidecar_mtime: float) -> bool:
@@ -76,6 +78,21 @@ def read_sidecar(path: Path) -> tuple[dict[str, Any] | None, float]:
     if not stat.S_ISREG(info.st_mode):
         return None, 0.0
     return read_json_object(path), info.st_mtime
+
+
+def read_jgi_metadata(jgi: AreaPath) -> Any:
+    """The JSON document of the JGI metadata file ``jgi``; None when there is none.
+    Blocking; 422 when it is too large or not JSON."""
+    if not os.path.isfile(jgi.staged):
+        return None
+    with open(jgi.staged, "rb") as handle:
+        raw = handle.read(MAX_JGI_METADATA + 1)
+    if len(raw) > MAX_JGI_METADATA:
+        raise TusError(f"JGI metadata over {MAX_JGI_METADATA} bytes", status=422)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise TusError("the JGI metadata file is not valid JSON", status=422) from None
 
 
 def _look(where: AreaPath) -> tuple[os.stat_result, dict[str, Any] | None, float]:
