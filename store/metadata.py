@@ -33,6 +33,7 @@ from .keys import metadata_lock_name
 from .locks import LockLost, LockSettings, UploadLock, acquire_lock, renew_between
 from .partial import StreamState
 from .sidecar import keep_tail, metadata_record, read_json_object, write_sidecar
+from .single_flight import shared
 from .topology import RedisClient
 
 log = logging.getLogger("tus_staging.metadata")
@@ -129,13 +130,7 @@ class MetadataService:
             return entry(where.staged, where.home, info)  # (given the stat: no I/O)
         if cached is not None and is_fresh(cached, info, sidecar_mtime):
             return with_stat(cached, where, info)
-        key = where.user_path
-        pending = self._in_flight.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._compute_once(where))
-            self._in_flight[key] = pending
-            pending.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        return await asyncio.shield(pending)
+        return await shared(self._in_flight, where.user_path, lambda: self._compute_once(where))
 
     async def define_upa(self, where: AreaPath, upa: str) -> None:
         """Record the UPA (the workspace object made from the file) in its sidecar,
