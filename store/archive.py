@@ -51,7 +51,7 @@ from .area_files import make_room, move_no_replace, move_sidecar, remove_path
 from .area_listing import UNKNOWN_SOURCE
 from .partial import StreamState
 from .paths import is_inside
-from .sidecar import keep_tail, metadata_record
+from .sidecar import keep_tail, metadata_record, read_json_object
 
 BLOCK = 1024 * 1024
 MAX_LINK_TARGET = 4096  # bytes of a zip symlink's target (PATH_MAX)
@@ -337,9 +337,8 @@ class _Members:
             if error.errno not in (errno.ENOENT, errno.EPERM, errno.EISDIR):
                 raise
             raise BadRequest(f"archive member {relative} links to {existing}, not a file") from None
-        sidecar = self.sidecar_root / existing
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            record = json.loads(sidecar.read_text(encoding="utf-8"))
+        record = read_json_object(self.sidecar_root / existing)
+        if record is not None:
             record["name"], record["path"] = (
                 relative.name,
                 f"{self.job.user}/{self.job.folder / relative}",
