@@ -252,6 +252,7 @@ class _Members:
     count: int = 0
     written: int = 0
     folders: set[PurePosixPath] = field(default_factory=set)
+    sidecar_folders: set[PurePosixPath] = field(default_factory=set)
     folder_times: dict[PurePosixPath, float] = field(default_factory=dict)
     symlinks: list[tuple[PurePosixPath, str]] = field(default_factory=list)
 
@@ -393,8 +394,10 @@ class _Members:
         # and a sidecar lost in a crash is only recomputed.
         path = self.sidecar_root / relative
         for folder in reversed(relative.parents[:-1]):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self.sidecar_root / folder)
+            if folder not in self.sidecar_folders:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(self.sidecar_root / folder)
+                self.sidecar_folders.add(folder)
         with open(path, "w", encoding="utf-8") as out:
             json.dump(record, out, ensure_ascii=False)
 
