@@ -37,6 +37,12 @@ class MoveIntoItself(ValueError):
     """A folder cannot be moved into itself or into its own subtree."""
 
 
+def mtime_ms(st_mtime: float) -> int:
+    """A file's mtime (seconds) in whole milliseconds, as listings and sidecars give it;
+    sidecars are judged fresh by comparing it, so every writer and reader uses this one."""
+    return int(st_mtime * 1000)
+
+
 def entry(path: Path, user_root: Path, info: os.stat_result | None = None) -> dict[str, Any]:
     """The listing record of one file or folder: name, path, mtime (ms), size, isFolder."""
     info = info or os.stat(path)
@@ -44,7 +50,7 @@ def entry(path: Path, user_root: Path, info: os.stat_result | None = None) -> di
     return {
         "name": path.name if str(relative) != "." else user_root.name,
         "path": f"{user_root.name}/{relative}" if str(relative) != "." else user_root.name,
-        "mtime": int(info.st_mtime * 1000),
+        "mtime": mtime_ms(info.st_mtime),
         "size": info.st_size,
         "isFolder": stat.S_ISDIR(info.st_mode),
     }

@@ -21,6 +21,7 @@ from operator import itemgetter
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .area_files import mtime_ms
 from .paths import is_inside
 
 UNKNOWN_SOURCE = "Unknown"  # as the KBase staging service says of files it did not receive
@@ -109,7 +110,7 @@ class AreaWalk:
                     record = {
                         "name": item.name,
                         "path": f"{self.user}/{child}",
-                        "mtime": int(info.st_mtime * 1000),
+                        "mtime": mtime_ms(info.st_mtime),
                         "size": info.st_size,
                         "isFolder": is_folder,
                     }

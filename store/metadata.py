@@ -27,12 +27,12 @@ from typing import Any, BinaryIO
 from protocol.errors import ServiceUnavailable, TusError
 
 from .area import AreaPath
-from .area_files import entry
+from .area_files import entry, mtime_ms
 from .area_listing import JGI_SOURCE, UNKNOWN_SOURCE, jgi_metadata_name
 from .keys import metadata_lock_name
 from .locks import LockLost, LockSettings, UploadLock, acquire_lock, renew_between
 from .partial import StreamState
-from .sidecar import keep_tail, metadata_record, read_json_object, write_sidecar
+from .sidecar import keep_tail, matches_stat, metadata_record, read_json_object, write_sidecar
 from .single_flight import shared
 from .topology import RedisClient
 
@@ -53,8 +53,8 @@ def changed_since(record: dict[str, Any], info: os.stat_result, sidecar_mtime: f
     mtime the record holds (our sidecars), else by the sidecar's own mtime (the KBase
     service's rule, for its sidecars)."""
     if "size" in record or "mtime" in record:
-        return record.get("size") != info.st_size or record.get("mtime") != _ms(info)
-    return sidecar_mtime < _ms(info) / 1000
+        return not matches_stat(record, info)
+    return sidecar_mtime < mtime_ms(info.st_mtime) / 1000
 
 
 def is_fresh(record: dict[str, Any] | None, info: os.stat_result, sidecar_mtime: float) -> bool:
@@ -63,10 +63,6 @@ def is_fresh(record: dict[str, Any] | None, info: os.stat_result, sidecar_mtime:
         and all(isinstance(record.get(key), str) for key in KBASE_KEYS)
         and not changed_since(record, info, sidecar_mtime)
     )
-
-
-def _ms(info: os.stat_result) -> int:
-    return int(info.st_mtime * 1000)
 
 
 def read_sidecar(path: Path) -> tuple[dict[str, Any] | None, float]:

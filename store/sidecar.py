@@ -8,7 +8,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from .area_files import make_room, replace_file_contents
+from .area_files import make_room, mtime_ms, replace_file_contents
 from .paths import ensure_dir
 from .scanner import NOT_TEXT, TAIL_BYTES, ScanResult, tail_text
 
@@ -56,7 +56,7 @@ def metadata_record(
         "tail": tail_text(tail_bytes, at_file_start=size <= TAIL_BYTES) if text else NOT_TEXT,
         "name": relative.name,
         "path": f"{user}/{relative}",
-        "mtime": int(mtime * 1000),
+        "mtime": mtime_ms(mtime),
         "size": size,
         "isFolder": False,
         "isText": text,
@@ -76,6 +76,12 @@ def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
 
 def _encoded(record: dict[str, Any]) -> bytes:
     return json.dumps(record, ensure_ascii=False).encode()
+
+
+def matches_stat(record: dict[str, Any], info: os.stat_result) -> bool:
+    """Whether ``record`` (one of our sidecars) gives the size and mtime that ``info``, the
+    file's stat, has: the record then describes the file as it is."""
+    return record.get("size") == info.st_size and record.get("mtime") == mtime_ms(info.st_mtime)
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:
