@@ -16,12 +16,12 @@ import string
 from urllib.parse import quote, unquote_to_bytes
 
 from protocol.errors import BadRequest, quoted
+from protocol.headers import OWS
 
 FIELD = "Content-Disposition"
 _TCHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
 _ATTR_CHARS = frozenset(string.ascii_letters + string.digits + "!#$&+-.^_`|~")
 _HEX = frozenset(string.hexdigits)
-_OWS = " \t"
 CHARSETS = {"utf-8": "utf-8", "iso-8859-1": "latin-1"}
 
 
@@ -34,7 +34,7 @@ class _Reader:
         return self.text[self.pos] if self.pos < len(self.text) else ""
 
     def skip_ows(self) -> None:
-        while self.peek() and self.peek() in _OWS:
+        while self.peek() and self.peek() in OWS:
             self.pos += 1
 
     def refuse(self, what: str) -> BadRequest:

@@ -70,7 +70,8 @@ TRANSITIONS: dict[UploadState, dict[UploadEvent, UploadState]] = {
     },
     S.COMPLETE: {
         E.TERMINATE: S.GONE,
-        # Only a partial upload (see KIND_EVENTS): its bytes were never staged.
+        # Only a concatenation's partial upload (next_state refuses it to the others): its
+        # bytes were never staged.
         E.EXPIRE: S.GONE,
     },
     S.GONE: {},
@@ -87,7 +88,8 @@ KIND_EVENTS: dict[UploadKind, frozenset[UploadEvent]] = {
 
 
 class TransitionRefused(Conflict):
-    """The event is not allowed in the upload's state (409), or for its kind (403)."""
+    """The event is not allowed in the upload's state or for its kind (409); bytes sent to
+    a final upload are refused as Forbidden (403) instead, by :func:`next_state`."""
 
 
 def next_state(kind: UploadKind, state: UploadState, event: UploadEvent) -> UploadState:

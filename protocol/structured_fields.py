@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import TypeAlias
 
+from protocol.headers import OWS
+
 MAX_INTEGER = 999_999_999_999_999  # 15 digits
 _LCALPHA = frozenset(string.ascii_lowercase)
 _DIGITS = frozenset(string.digits)
@@ -30,7 +32,6 @@ _TOKEN_START = frozenset(string.ascii_letters) | {"*"}
 # tchar (RFC 9110) plus ":" and "/"
 _TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~:/")
 _BASE64_CHARS = frozenset(string.ascii_letters + string.digits + "+/=")
-_OWS = " \t"
 
 
 class Token(str):
@@ -104,12 +105,12 @@ def _members(field: _Input, parse_member) -> None:
     """The comma-separated members of a list or dictionary, each read by ``parse_member``."""
     while not field.at_end():
         parse_member()
-        field.skip(_OWS)
+        field.skip(OWS)
         if field.at_end():
             return
         if field.take() != ",":
             raise InvalidField("members are separated by commas")
-        field.skip(_OWS)
+        field.skip(OWS)
         if field.at_end():
             raise InvalidField("a trailing comma")
 

@@ -373,9 +373,9 @@ static const kernel kernels[] = {
 
 /* ---- the engine ---------------------------------------------------------------- */
 
-/* "Recently": within the last second. Uploads on a busy host or a slow link send a
- * block every 30-50 ms each: a shorter window (30 ms) missed most of them, and kept 8
- * uploads' md5 out of the lanes. */
+/* "Recently": within the last second. A stream counts when two of its blocks arrived
+ * in the window, and uploads on a busy host or a slow link send a block every 30-50 ms
+ * each: the window spans many such gaps, so a stream slowed that way still counts. */
 #define RECENT_NS 1000000000L
 #define RING 64 /* arrivals remembered to count the streams */
 

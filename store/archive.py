@@ -50,8 +50,8 @@ from protocol.errors import BadRequest, Conflict, PayloadTooLarge, ServiceUnavai
 from .area_files import make_room, move_no_replace, move_sidecar, remove_path
 from .area_listing import UNKNOWN_SOURCE
 from .partial import StreamState
-from .scanner import TAIL_BYTES
-from .sidecar import metadata_record
+from .paths import is_inside
+from .sidecar import keep_tail, metadata_record, read_json_object
 
 BLOCK = 1024 * 1024
 MAX_LINK_TARGET = 4096  # bytes of a zip symlink's target (PATH_MAX)
@@ -252,6 +252,7 @@ class _Members:
     count: int = 0
     written: int = 0
     folders: set[PurePosixPath] = field(default_factory=set)
+    sidecar_folders: set[PurePosixPath] = field(default_factory=set)
     folder_times: dict[PurePosixPath, float] = field(default_factory=dict)
     symlinks: list[tuple[PurePosixPath, str]] = field(default_factory=list)
 
@@ -301,9 +302,7 @@ class _Members:
                     )
                 out.write(block)
                 stream.feed_all([block])
-                tail = (
-                    (tail + block)[-TAIL_BYTES:] if len(block) < TAIL_BYTES else block[-TAIL_BYTES:]
-                )
+                tail = keep_tail(tail, block)
             os.fchmod(fd, mode)
         os.utime(path, (mtime, mtime))
         info = os.stat(path)
@@ -339,9 +338,8 @@ class _Members:
             if error.errno not in (errno.ENOENT, errno.EPERM, errno.EISDIR):
                 raise
             raise BadRequest(f"archive member {relative} links to {existing}, not a file") from None
-        sidecar = self.sidecar_root / existing
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            record = json.loads(sidecar.read_text(encoding="utf-8"))
+        record = read_json_object(self.sidecar_root / existing)
+        if record is not None:
             record["name"], record["path"] = (
                 relative.name,
                 f"{self.job.user}/{self.job.folder / relative}",
@@ -356,7 +354,7 @@ class _Members:
             os.symlink(target, path)
         for relative, target in self.symlinks:
             resolved = os.path.realpath(self.root / relative)
-            if resolved != real_root and not resolved.startswith(real_root + os.sep):
+            if not is_inside(resolved, real_root):
                 raise _refused(f"{relative!s} is a link to {target!r}, outside the archive")
         for relative, mtime in sorted(self.folder_times.items(), reverse=True):
             with contextlib.suppress(FileNotFoundError):
@@ -396,8 +394,10 @@ class _Members:
         # and a sidecar lost in a crash is only recomputed.
         path = self.sidecar_root / relative
         for folder in reversed(relative.parents[:-1]):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self.sidecar_root / folder)
+            if folder not in self.sidecar_folders:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(self.sidecar_root / folder)
+                self.sidecar_folders.add(folder)
         with open(path, "w", encoding="utf-8") as out:
             json.dump(record, out, ensure_ascii=False)
 

@@ -41,7 +41,7 @@ def locate(layout: DataLayout, user: str, relative: PurePosixPath) -> AreaPath:
     """Where ``relative`` lives; BadRequest or UnsafePath (400) if the policy refuses it
     or it would leave the user's area."""
     staged = layout.staged_path(user, relative)  # the path policy: lexical rules and links
-    metadata_home = layout.sidecar_path(user, HOME)
+    metadata_home = layout.metadata_home(user)
     return AreaPath(
         user=user,
         relative=relative,

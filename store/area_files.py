@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .paths import is_inside
+
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -35,6 +37,12 @@ class MoveIntoItself(ValueError):
     """A folder cannot be moved into itself or into its own subtree."""
 
 
+def mtime_ms(st_mtime: float) -> int:
+    """A file's mtime (seconds) in whole milliseconds, as listings and sidecars give it;
+    sidecars are judged fresh by comparing it, so every writer and reader uses this one."""
+    return int(st_mtime * 1000)
+
+
 def entry(path: Path, user_root: Path, info: os.stat_result | None = None) -> dict[str, Any]:
     """The listing record of one file or folder: name, path, mtime (ms), size, isFolder."""
     info = info or os.stat(path)
@@ -42,7 +50,7 @@ def entry(path: Path, user_root: Path, info: os.stat_result | None = None) -> di
     return {
         "name": path.name if str(relative) != "." else user_root.name,
         "path": f"{user_root.name}/{relative}" if str(relative) != "." else user_root.name,
-        "mtime": int(info.st_mtime * 1000),
+        "mtime": mtime_ms(info.st_mtime),
         "size": info.st_size,
         "isFolder": stat.S_ISDIR(info.st_mode),
     }
@@ -94,9 +102,7 @@ def _is_own_subtree(source: Path, target: Path) -> bool:
     """Whether ``target`` lies in the folder ``source`` (a link is not its target's folder)."""
     if not stat.S_ISDIR(os.lstat(source).st_mode):
         return False
-    real_source = os.path.realpath(source)
-    real_folder = os.path.realpath(target.parent)
-    return real_folder == real_source or real_folder.startswith(real_source + os.sep)
+    return is_inside(os.path.realpath(target.parent), os.path.realpath(source))
 
 
 def move_entry(source: Path, target: Path) -> None:

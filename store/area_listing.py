@@ -21,6 +21,9 @@ from operator import itemgetter
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .area_files import mtime_ms
+from .paths import is_inside
+
 UNKNOWN_SOURCE = "Unknown"  # as the KBase staging service says of files it did not receive
 JGI_SOURCE = "JGI import"
 
@@ -40,10 +43,6 @@ def _recorded_source(sidecar: str) -> str | None:
         return None
     source = record.get("source") if isinstance(record, dict) else None
     return source if isinstance(source, str) else None
-
-
-def _inside(real_path: str, real_root: str) -> bool:
-    return real_path == real_root or real_path.startswith(real_root + os.sep)
 
 
 class AreaWalk:
@@ -111,7 +110,7 @@ class AreaWalk:
                     record = {
                         "name": item.name,
                         "path": f"{self.user}/{child}",
-                        "mtime": int(info.st_mtime * 1000),
+                        "mtime": mtime_ms(info.st_mtime),
                         "size": info.st_size,
                         "isFolder": is_folder,
                     }
@@ -139,7 +138,7 @@ class AreaWalk:
         """What to list an entry as, and whether it is a link; None to leave it out."""
         try:
             if item.is_symlink():
-                if not _inside(os.path.realpath(item.path), self.real_home):
+                if not is_inside(os.path.realpath(item.path), self.real_home):
                     return None
                 info, linked = os.stat(item.path), True
             else:

@@ -40,5 +40,9 @@ class DataLayout:
         """The staging path of ``relative``; raises UnsafePath if it would leave the area."""
         return resolve_inside(self.user_home(user), relative)
 
+    def metadata_home(self, user: str) -> Path:
+        """The user's folder of sidecars (``sidecar_path`` of the home, without the walk)."""
+        return user_root(self.metadata_dir, user)
+
     def sidecar_path(self, user: str, relative: PurePosixPath | str) -> Path:
-        return resolve_inside(user_root(self.metadata_dir, user), relative)
+        return resolve_inside(self.metadata_home(user), relative)

@@ -17,21 +17,23 @@ so a moved file's sidecar still describes it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from protocol.errors import ServiceUnavailable
+from protocol.errors import ServiceUnavailable, TusError
 
 from .area import AreaPath
-from .area_files import entry
+from .area_files import entry, mtime_ms
 from .area_listing import JGI_SOURCE, UNKNOWN_SOURCE, jgi_metadata_name
 from .keys import metadata_lock_name
 from .locks import LockLost, LockSettings, UploadLock, acquire_lock, renew_between
 from .partial import READ_BLOCK, StreamState
-from .sidecar import metadata_record, read_json_object, read_tail, write_sidecar
+from .sidecar import keep_tail, matches_stat, metadata_record, read_json_object, write_sidecar
+from .single_flight import shared
 from .topology import RedisClient
 
 log = logging.getLogger("tus_staging.metadata")
@@ -42,6 +44,7 @@ COMPUTE_WAIT = 3600.0
 KBASE_KEYS = ("source", "md5", "lineCount", "head", "tail")
 # Kept when a stale sidecar is recomputed, as the KBase service keeps them.
 KEPT_KEYS = ("UPA",)
+MAX_JGI_METADATA = 16 * 1024 * 1024  # bytes of a .jgi file served
 
 
 def changed_since(record: dict[str, Any], info: os.stat_result, sidecar_mtime: float) -> bool:
@@ -49,8 +52,8 @@ def changed_since(record: dict[str, Any], info: os.stat_result, sidecar_mtime: f
     mtime the record holds (our sidecars), else by the sidecar's own mtime (the KBase
     service's rule, for its sidecars)."""
     if "size" in record or "mtime" in record:
-        return record.get("size") != info.st_size or record.get("mtime") != _ms(info)
-    return sidecar_mtime < _ms(info) / 1000
+        return not matches_stat(record, info)
+    return sidecar_mtime < mtime_ms(info.st_mtime) / 1000
 
 
 def is_fresh(record: dict[str, Any] | None, info: os.stat_result, sidecar_mtime: float) -> bool:
@@ -59,10 +62,6 @@ def is_fresh(record: dict[str, Any] | None, info: os.stat_result, sidecar_mtime:
         and all(isinstance(record.get(key), str) for key in KBASE_KEYS)
         and not changed_since(record, info, sidecar_mtime)
     )
-
-
-def _ms(info: os.stat_result) -> int:
-    return int(info.st_mtime * 1000)
 
 
 def read_sidecar(path: Path) -> tuple[dict[str, Any] | None, float]:
@@ -75,6 +74,31 @@ def read_sidecar(path: Path) -> tuple[dict[str, Any] | None, float]:
     if not stat.S_ISREG(info.st_mode):
         return None, 0.0
     return read_json_object(path), info.st_mtime
+
+
+def read_jgi_metadata(jgi: AreaPath) -> Any:
+    """The JSON document of the JGI metadata file ``jgi``; None when there is none.
+    Blocking; 422 when it is too large or not JSON."""
+    if not os.path.isfile(jgi.staged):
+        return None
+    with open(jgi.staged, "rb") as handle:
+        raw = handle.read(MAX_JGI_METADATA + 1)
+    if len(raw) > MAX_JGI_METADATA:
+        raise TusError(f"JGI metadata over {MAX_JGI_METADATA} bytes", status=422)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise TusError("the JGI metadata file is not valid JSON", status=422) from None
+
+
+def _look(where: AreaPath) -> tuple[os.stat_result, dict[str, Any] | None, float]:
+    """The file's stat, and its sidecar's record and mtime as :func:`read_sidecar` gives
+    them (None, 0.0 unless it is a regular file: only those have sidecars). Blocking;
+    FileNotFoundError when nothing is there."""
+    info = os.stat(where.staged)
+    if not stat.S_ISREG(info.st_mode):
+        return info, None, 0.0
+    return (info, *read_sidecar(where.sidecar))
 
 
 def with_stat(record: dict[str, Any], where: AreaPath, info: os.stat_result) -> dict[str, Any]:
@@ -96,19 +120,12 @@ class MetadataService:
 
     async def metadata(self, where: AreaPath) -> dict[str, Any]:
         """The record of a file or folder that exists (FileNotFoundError otherwise)."""
-        info = await asyncio.to_thread(os.stat, where.staged)
+        info, cached, sidecar_mtime = await asyncio.to_thread(_look, where)
         if not stat.S_ISREG(info.st_mode):
-            return await asyncio.to_thread(entry, where.staged, where.home, info)
-        cached, sidecar_mtime = await asyncio.to_thread(read_sidecar, where.sidecar)
+            return entry(where.staged, where.home, info)  # (given the stat: no I/O)
         if cached is not None and is_fresh(cached, info, sidecar_mtime):
             return with_stat(cached, where, info)
-        key = where.user_path
-        pending = self._in_flight.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._compute_once(where))
-            self._in_flight[key] = pending
-            pending.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        return await asyncio.shield(pending)
+        return await shared(self._in_flight, where.user_path, lambda: self._compute_once(where))
 
     async def define_upa(self, where: AreaPath, upa: str) -> None:
         """Record the UPA (the workspace object made from the file) in its sidecar,
@@ -138,23 +155,23 @@ class MetadataService:
     ) -> tuple[dict[str, Any], os.stat_result]:
         """Under the path's lock: the fresh sidecar (another worker may have computed it
         while we waited), else a new record, written as the sidecar."""
-        info = await asyncio.to_thread(os.stat, where.staged)
-        cached, sidecar_mtime = await asyncio.to_thread(read_sidecar, where.sidecar)
+        info, cached, sidecar_mtime = await asyncio.to_thread(_look, where)
         if cached is not None and is_fresh(cached, info, sidecar_mtime):
             return with_stat(cached, where, info), info
         log.info("computing metadata of %s (%d bytes)", where.user_path, info.st_size)
-        stream = StreamState.fresh(self.digest_names)
         handle: BinaryIO = await asyncio.to_thread(open, where.staged, "rb")
+        reading = _Pass(handle, StreamState.fresh(self.digest_names))
         try:
-            size = await renew_between(lock, lambda: _feed_block(handle, stream))
+            size = await renew_between(lock, reading.feed_block)
         except LockLost as error:  # Redis unreachable for most of a lock's TTL
             raise ServiceUnavailable(
                 f"metadata of {where.relative} not computed: {error}"
             ) from None
         finally:
             await asyncio.to_thread(handle.close)
+        stream = reading.stream
         scan = stream.scanner.finish()
-        tail = await asyncio.to_thread(read_tail, where.staged, size) if scan.is_text else b""
+        tail = reading.tail if scan.is_text else b""
         # A sidecar that only lacks fields keeps its source; a stale one's is guessed anew.
         source = None
         if cached is not None and not changed_since(cached, info, sidecar_mtime):
@@ -186,8 +203,18 @@ def _write_if_unchanged(where: AreaPath, info: os.stat_result, record: dict[str,
         write_sidecar(where.sidecar, where.metadata_home, record)
 
 
-def _feed_block(handle: BinaryIO, stream: StreamState) -> int:
-    block = handle.read(READ_BLOCK)
-    if block:
-        stream.feed_all([block])  # text: scanned beside the hashing, as uploads are
-    return len(block)
+class _Pass:
+    """One streaming pass over a staged file: its digests and scan, and its last bytes."""
+
+    def __init__(self, handle: BinaryIO, stream: StreamState) -> None:
+        self.handle = handle
+        self.stream = stream
+        self.tail = b""
+
+    def feed_block(self) -> int:
+        """Read, hash and scan one block (blocking); 0 at the end of the file."""
+        block = self.handle.read(READ_BLOCK)
+        if block:
+            self.stream.feed_all([block])  # hashed, then scanned (text, lines, head) in this thread
+            self.tail = keep_tail(self.tail, block)
+        return len(block)

@@ -32,6 +32,7 @@ __all__ = [
     "PathInTheWay",
     "UnsafePath",
     "ensure_dir",
+    "is_inside",
     "open_dir_inside",
     "refuse_twin",
     "resolve_inside",
@@ -63,7 +64,9 @@ def user_root(base: Path, user: str) -> Path:
     return Path(base) / user
 
 
-def _is_inside(candidate: str, real_root: str) -> bool:
+def is_inside(candidate: str, real_root: str) -> bool:
+    """Whether the real path ``candidate`` is ``real_root`` or lies below it (both already
+    resolved: the test is on the text, component by component)."""
     return candidate == real_root or candidate.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
@@ -95,7 +98,7 @@ def resolve_inside(root: Path, relative: str | PurePosixPath, *, must_exist: boo
             # writer may have swapped a directory for a file.
             raise PathInTheWay(f"'{'/'.join(shown[:-1])}' is not a folder") from None
         if stat.S_ISLNK(st.st_mode):
-            if not _is_inside(os.path.realpath(current), real_root):
+            if not is_inside(os.path.realpath(current), real_root):
                 raise UnsafePath(f"'{'/'.join(shown)}' is a link that leads outside your area")
             try:
                 st = os.stat(current)
@@ -109,7 +112,7 @@ def resolve_inside(root: Path, relative: str | PurePosixPath, *, must_exist: boo
 
     target = root.joinpath(*parts)
     # The final word: whatever the walk saw, the resolved target must be inside.
-    if not _is_inside(os.path.realpath(target), real_root):
+    if not is_inside(os.path.realpath(target), real_root):
         raise UnsafePath("path leads outside your area")
     if must_exist and not os.path.exists(target):
         raise FileNotFoundError(f"'{'/'.join(parts) or '.'}' does not exist")
@@ -211,7 +214,7 @@ def open_dir_inside(root: Path, directory: Path) -> int:
             opened = os.path.realpath(directory)
             if not os.path.samestat(os.fstat(fd), os.stat(opened)):
                 raise UnsafePath("path changed while it was being opened") from None
-        if not _is_inside(opened, real_root):
+        if not is_inside(opened, real_root):
             raise UnsafePath("path leads outside your area")
     except BaseException:
         os.close(fd)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from .area_files import make_room, replace_file_contents
+from .area_files import make_room, mtime_ms, replace_file_contents
 from .paths import ensure_dir
 from .scanner import NOT_TEXT, TAIL_BYTES, ScanResult, tail_text
 
@@ -21,6 +21,12 @@ def read_tail(path: Path, size: int) -> bytes:
     with open(path, "rb") as handle:
         handle.seek(start)
         return handle.read(size - start)
+
+
+def keep_tail(tail: bytes, block: bytes) -> bytes:
+    """The last TAIL_BYTES of ``tail`` followed by ``block``: the tail kept while a file
+    streams past, so it is the tail of the very bytes that were hashed."""
+    return (tail + block)[-TAIL_BYTES:] if len(block) < TAIL_BYTES else block[-TAIL_BYTES:]
 
 
 def metadata_record(
@@ -50,7 +56,7 @@ def metadata_record(
         "tail": tail_text(tail_bytes, at_file_start=size <= TAIL_BYTES) if text else NOT_TEXT,
         "name": relative.name,
         "path": f"{user}/{relative}",
-        "mtime": int(mtime * 1000),
+        "mtime": mtime_ms(mtime),
         "size": size,
         "isFolder": False,
         "isText": text,
@@ -65,7 +71,17 @@ def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
     """Temp file + fsync + rename: readers see the old document or the new one, never half.
     For sidecars, and for any small JSON state file that concurrent readers share."""
     ensure_dir(path.parent)
-    replace_file_contents(path, json.dumps(record, ensure_ascii=False).encode())
+    replace_file_contents(path, _encoded(record))
+
+
+def _encoded(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, ensure_ascii=False).encode()
+
+
+def matches_stat(record: dict[str, Any], info: os.stat_result) -> bool:
+    """Whether ``record`` (one of our sidecars) gives the size and mtime that ``info``, the
+    file's stat, has: the record then describes the file as it is."""
+    return record.get("size") == info.st_size and record.get("mtime") == mtime_ms(info.st_mtime)
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:
@@ -85,8 +101,8 @@ def write_sidecar(path: Path, metadata_home: Path, record: dict[str, Any]) -> No
     needed (the file became a folder), or a stale folder where the sidecar goes, is
     removed first."""
     if not os.path.isfile(path):
-        make_room(metadata_home, path)
-    write_json_atomically(path, record)
+        make_room(metadata_home, path)  # (which makes the sidecar's folder)
+    replace_file_contents(path, _encoded(record))
 
 
 def remove_sidecar(layout: DataLayout, user: str, relative: PurePosixPath) -> None:

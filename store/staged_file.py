@@ -22,7 +22,7 @@ from protocol.errors import TusError
 from .layout import DataLayout
 from .paths import UnsafePath, open_dir_inside
 from .record import UploadRecord
-from .sidecar import read_json_object
+from .sidecar import matches_stat, read_json_object
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -42,10 +42,7 @@ class StagedFile:
 
 def _describes(sidecar: dict[str, Any] | None, upload_id: str, info: os.stat_result) -> bool:
     return (
-        sidecar is not None
-        and sidecar.get("uploadId") == upload_id
-        and sidecar.get("size") == info.st_size
-        and sidecar.get("mtime") == int(info.st_mtime * 1000)
+        sidecar is not None and sidecar.get("uploadId") == upload_id and matches_stat(sidecar, info)
     )
 
 

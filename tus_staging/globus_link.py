@@ -21,6 +21,7 @@ from pathlib import Path
 from protocol.errors import ServiceUnavailable
 from protocol.paths import GLOBUS_LINK
 from store.area_files import replace_file_contents
+from store.single_flight import shared
 
 from .kbase_auth import KBaseAuth
 
@@ -51,12 +52,7 @@ class GlobusLinks:
         """Write ``home/.globus_id`` if it is due and missing or empty."""
         if self._next_look.get(user, 0.0) > self.clock():
             return
-        pending = self._in_flight.get(user)
-        if pending is None:
-            pending = asyncio.ensure_future(self._look(auth, user, token, home))
-            self._in_flight[user] = pending
-            pending.add_done_callback(lambda _: self._in_flight.pop(user, None))
-        await asyncio.shield(pending)
+        await shared(self._in_flight, user, lambda: self._look(auth, user, token, home))
 
     async def _look(self, auth: KBaseAuth, user: str, token: str, home: Path) -> None:
         path = home / GLOBUS_LINK

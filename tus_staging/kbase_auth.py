@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from protocol.errors import ServiceUnavailable, Unauthorized
+from store.single_flight import shared
 
 from .auth import check_username, token_from_request
 
@@ -76,12 +77,7 @@ class KBaseAuth:
         if cached is not None and cached.valid_until > self.clock.monotonic():
             return cached.user
         # Many requests with one new token ask the auth service once.
-        pending = self._in_flight.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._ask(token))
-            self._in_flight[key] = pending
-            pending.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        answer = await asyncio.shield(pending)
+        answer = await shared(self._in_flight, key, lambda: self._ask(token))
         self._remember(key, answer)
         return answer.user
 

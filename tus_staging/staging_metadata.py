@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-from typing import Any
 
 from aiohttp import web
 
-from protocol.errors import BadRequest, NotFound, TusError
+from protocol.errors import BadRequest, NotFound
 from store.area_listing import jgi_metadata_name
+from store.metadata import read_jgi_metadata
 from store.paths import UnsafePath
 
 from .staging_context import body_field, caller, requested
 from .staging_paths import missing
-
-MAX_JGI_METADATA = 16 * 1024 * 1024  # bytes of a .jgi file served
 
 
 async def metadata(request: web.Request) -> web.Response:
@@ -42,20 +39,6 @@ async def define_upa(request: web.Request) -> web.Response:
     return web.Response(text=f"succesfully updated UPA {upa} for file {where.user_path}")
 
 
-def _read_jgi(path: os.PathLike[str]) -> Any:
-    """The JSON document of a .jgi file; None when there is none."""
-    if not os.path.isfile(path):
-        return None
-    with open(path, "rb") as handle:
-        raw = handle.read(MAX_JGI_METADATA + 1)
-    if len(raw) > MAX_JGI_METADATA:
-        raise TusError(f"JGI metadata over {MAX_JGI_METADATA} bytes", status=422)
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise TusError("the JGI metadata file is not valid JSON", status=422) from None
-
-
 async def jgi_metadata(request: web.Request) -> web.Response:
     """The JGI metadata file beside a file (``.<name>.jgi``), as JSON."""
     who = await caller(request)
@@ -69,7 +52,7 @@ async def jgi_metadata(request: web.Request) -> web.Response:
         jgi = who.at(relative.parent / jgi_metadata_name(relative.name))
     except (UnsafePath, BadRequest):  # a name too long to have one, a link out of the area
         raise absent from None
-    document = await asyncio.to_thread(_read_jgi, jgi.staged)
+    document = await asyncio.to_thread(read_jgi_metadata, jgi)
     if document is None:
         raise absent
     return web.json_response(document)
