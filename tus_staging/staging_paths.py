@@ -22,11 +22,11 @@ def relative_path(raw: str) -> PurePosixPath:
     return area_path(raw)
 
 
-def new_name(relative: PurePosixPath, field: str = "path") -> PurePosixPath:
-    """``relative`` if a client may create an entry there (a folder, a move's target,
-    an archive member): the one path policy, and not the home or a protected file.
-    BadRequest (400) or Forbidden (403) otherwise."""
-    return check_creatable(area_path(relative, field=field), field=field)
+def new_name(raw: str | PurePosixPath, field: str = "path") -> PurePosixPath:
+    """The path ``raw`` names, if a client may create an entry there (a folder, a move's
+    target, an archive member): the one path policy, and not the home or a protected
+    file. BadRequest (400) or Forbidden (403) naming ``field`` otherwise."""
+    return check_creatable(area_path(raw, field=field), field=field)
 
 
 def missing(where: AreaPath) -> NotFound:
