@@ -12,6 +12,7 @@ not arrive whole leaves nothing: the upload is terminated.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -21,7 +22,7 @@ from protocol.paths import area_path, child_path
 from store.area_files import entry
 
 from .body_pump import BodyEnd, pump_part
-from .metrics import BYTES_RECEIVED
+from .receive import received_bytes
 from .services import Services
 from .staging_context import caller
 
@@ -54,7 +55,7 @@ async def upload(request: web.Request) -> web.Response:
         user.user, length=None, metadata="", destination=destination, source=SOURCE
     )
     try:
-        await _receive(services, user.user, record.id, file_part)
+        await _receive(services, user.user, record.id, file_part, received_bytes(request))
     except BaseException:
         # Nothing of a form that did not arrive whole (or was refused) is kept.
         await asyncio.shield(_terminate(services, user.user, record.id))
@@ -105,11 +106,15 @@ def _refuse_kbase_names(filename: str) -> None:
 
 
 async def _receive(
-    services: Services, user: str, upload_id: str, part: aiohttp.BodyPartReader
+    services: Services,
+    user: str,
+    upload_id: str,
+    part: aiohttp.BodyPartReader,
+    on_commit: Callable[[int], None],
 ) -> None:
     config = services.config
     async with services.uploads.session(user, upload_id) as session:
-        async with session.appending(on_commit=BYTES_RECEIVED.inc, renewed=True) as appender:
+        async with session.appending(on_commit=on_commit, renewed=True) as appender:
             end = await pump_part(part, appender, config.block_size, config.max_size)
             await appender.end_body(whole=end is BodyEnd.COMPLETE)
         if end is BodyEnd.TOO_LARGE:
