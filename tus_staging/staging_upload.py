@@ -34,8 +34,8 @@ MAX_FIELD_BYTES = 64 * 1024
 
 
 async def upload(request: web.Request) -> web.Response:
-    user = await caller(request)
-    services = user.services
+    who = await caller(request)
+    services = who.services
     if not request.body_exists:
         raise BadRequest(MISSING)
     try:
@@ -52,17 +52,16 @@ async def upload(request: web.Request) -> web.Response:
         path_field="destination",
     )  # fmt: skip
     record = await services.uploads.create(
-        user.user, length=None, metadata="", destination=destination, source=SOURCE
+        who.user, length=None, metadata="", destination=destination, source=SOURCE
     )
     try:
-        await _receive(services, user.user, record.id, file_part, received_bytes(request))
+        await _receive(services, who.user, record.id, file_part, received_bytes(request))
     except BaseException:
         # Nothing of a form that did not arrive whole (or was refused) is kept.
-        await asyncio.shield(_terminate(services, user.user, record.id))
+        await asyncio.shield(_terminate(services, who.user, record.id))
         raise
-    staged = services.layout.staged_path(user.user, destination)
-    home = services.layout.user_home(user.user)
-    return web.json_response([await asyncio.to_thread(entry, staged, home)])
+    where = who.at(destination)
+    return web.json_response([await asyncio.to_thread(entry, where.staged, where.home)])
 
 
 async def _dest_path_and_file(
