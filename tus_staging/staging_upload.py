@@ -18,13 +18,13 @@ import aiohttp
 from aiohttp import web
 
 from protocol.errors import BadRequest, Forbidden, PayloadTooLarge, ServiceUnavailable
-from protocol.paths import area_path, child_path
 from store.area_files import entry
 
 from .body_pump import BodyEnd, pump_part
 from .receive import received_bytes
 from .services import Services
 from .staging_context import caller
+from .staging_paths import upload_destination
 
 SOURCE = "KBase upload"
 MISSING = "must provide destPath and uploads in body"
@@ -47,10 +47,7 @@ async def upload(request: web.Request) -> web.Response:
     if dest_path is None or not filename:
         raise BadRequest(MISSING)
     _refuse_kbase_names(filename)
-    destination = child_path(
-        area_path(dest_path, field="destPath"), filename, field="filename",
-        path_field="destination",
-    )  # fmt: skip
+    destination = upload_destination(dest_path, filename)
     record = await services.uploads.create(
         who.user, length=None, metadata="", destination=destination, source=SOURCE
     )
