@@ -21,7 +21,6 @@ from protocol.errors import (
     Forbidden,
     PayloadTooLarge,
 )
-from protocol.forwarded import public_origin
 from protocol.headers import (
     SUPPORTED_CHECKSUMS,
     TUS_VERSION,
@@ -38,6 +37,7 @@ from protocol.lifecycle import UploadKind, UploadState
 from protocol.metadata import decode_metadata
 from store.record import UploadRecord, is_upload_id
 
+from .allowed_hosts import requested_origin
 from .body_pump import BodyEnd
 from .receive import (
     declared_body_size,
@@ -256,10 +256,9 @@ def upload_url(request: web.Request, services: Services, upload_id: str) -> str:
     path = f"{services.config.base_path}{upload_id}"
     if not services.config.behind_proxy:
         return path
-    origin = public_origin(request.headers)
-    scheme = origin.scheme or request.scheme
-    host = origin.host or request.host
-    return f"{scheme}://{host}{path}"
+    scheme, host = requested_origin(request, behind_proxy=True)
+    # No Host header (HTTP/1.0) and no forwarded host: the address the request came in on.
+    return f"{scheme}://{host or request.host}{path}"
 
 
 def _creation_headers(
