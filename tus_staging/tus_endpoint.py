@@ -84,14 +84,16 @@ async def create(request: web.Request) -> web.Response:
     if concat is not None and concat.kind == "final":
         assert concat_header is not None
         metadata = decode_metadata(raw_metadata)
-        return await _create_final(request, services, user, concat, concat_header, metadata)
+        return await _create_final(
+            request, services, user, concat, concat_header, raw_metadata, metadata
+        )
 
     length = parse_creation_length(
         request.headers.get("Upload-Length"), request.headers.get("Upload-Defer-Length")
     )
     if length is not None:
         services.uploads.check_size(length)
-    metadata = decode_metadata(raw_metadata)
+    metadata = decode_metadata(raw_metadata)  # a bad length is refused first
     # A partial upload is never staged by itself: it needs no destination.
     kind = UploadKind.PART if concat is not None else UploadKind.PLAIN
     destination = upload_destination(metadata) if kind is UploadKind.PLAIN else None
@@ -107,7 +109,6 @@ async def create(request: web.Request) -> web.Response:
         user, length=length, metadata=raw_metadata, destination=destination, kind=kind
     )
     request[UPLOAD_ID] = record.id
-    headers = _creation_headers(request, services, record)
     if with_body or length == 0:
         async with services.uploads.session(user, record.id) as session:
             end = BodyEnd.COMPLETE
@@ -117,9 +118,9 @@ async def create(request: web.Request) -> web.Response:
                 await session.finish()
             refuse_cut_body(end, session.record)
             record = session.record
-        headers = _creation_headers(request, services, record)
-        if with_body:
-            headers["Upload-Offset"] = str(record.offset)
+    headers = _creation_headers(request, services, record)
+    if with_body:
+        headers["Upload-Offset"] = str(record.offset)
     return web.Response(status=201, headers=headers)
 
 
@@ -129,6 +130,7 @@ async def _create_final(
     user: str,
     concat: Concat,
     header: str,
+    raw_metadata: str,
     metadata: dict[str, bytes],
 ) -> web.Response:
     if has_body(request):
@@ -140,7 +142,7 @@ async def _create_final(
         part_ids=part_ids(concat, services.config.base_path),
         header=header.strip(),
         destination=destination,
-        metadata=request.headers.get("Upload-Metadata", ""),
+        metadata=raw_metadata,
     )
     request[UPLOAD_ID] = record.id
     return web.Response(status=201, headers=_creation_headers(request, services, record))
