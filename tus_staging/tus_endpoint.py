@@ -27,10 +27,10 @@ from protocol.headers import (
     Concat,
     check_patch_content_type,
     check_tus_resumable,
+    overridden,
     parse_concat,
     parse_creation_length,
     parse_length,
-    parse_method_override,
     parse_offset,
 )
 from protocol.lifecycle import UploadKind, UploadState
@@ -228,11 +228,8 @@ async def delete(request: web.Request) -> web.Response:
 
 async def post_with_override(request: web.Request) -> web.Response:
     """POST /files/{id} with X-HTTP-Method-Override, for clients behind method-limited proxies."""
-    method = parse_method_override(request.method, request.headers.get("X-HTTP-Method-Override"))
-    handler = {"PATCH": patch, "DELETE": delete, "HEAD": head}.get(method)
-    if handler is None:
-        raise BadRequest("POST to an upload URL needs X-HTTP-Method-Override")
-    return await handler(request)
+    table = {"PATCH": patch, "DELETE": delete, "HEAD": head}
+    return await overridden(request.method, request.headers, table)(request)
 
 
 def hook_payload(
