@@ -74,7 +74,9 @@ async def receive_body(
         if progress is not None:
             progress(record.offset)
 
-    settings = PumpSettings(config.block_size, config.network_timeout, config.lock.renew_every)
+    # While the client is silent, the pump renews the held lock at that lock's own pace.
+    listen_every = session.lock.settings.renew_every
+    settings = PumpSettings(config.block_size, config.network_timeout, listen_every)
     async with session.appending(checksum, committed) as appender:
         end = await pump_body(request, appender, settings, limit, services.stopping)
         await appender.end_body(whole=end is BodyEnd.COMPLETE)
