@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from protocol.errors import BadRequest, PreconditionFailed, UnsupportedMediaType, quoted
 
@@ -31,6 +32,8 @@ CHECKSUM_DIGEST_SIZES: dict[str, int] = {"sha1": 20, "md5": 16, "sha256": 32, "c
 SUPPORTED_CHECKSUMS: tuple[str, ...] = tuple(CHECKSUM_DIGEST_SIZES)
 
 METHOD_OVERRIDES: tuple[str, ...] = ("PATCH", "DELETE", "HEAD")
+
+T = TypeVar("T")
 
 
 def check_tus_resumable(value: str | None) -> None:
@@ -176,3 +179,12 @@ def parse_method_override(method: str, override: str | None) -> str:
             f"got {quoted(override)}"
         )
     return wanted
+
+
+def overridden(method: str, headers: Mapping[str, str], table: Mapping[str, T]) -> T:
+    """What ``table`` holds for the method that X-HTTP-Method-Override makes of a POST to
+    an upload URL; BadRequest for a POST without one."""
+    handler = table.get(parse_method_override(method, headers.get("X-HTTP-Method-Override")))
+    if handler is None:
+        raise BadRequest("POST to an upload URL needs X-HTTP-Method-Override")
+    return handler

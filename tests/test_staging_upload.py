@@ -47,6 +47,9 @@ def test_a_file_lands_with_its_metadata(server) -> None:
     assert meta["md5"] == hashlib.md5(data).hexdigest()
     assert meta["lineCount"] == "10000" and meta["isText"] is True
     assert not list((server.data_dir / "uploads").iterdir())
+    # The request log counts the file's bytes, as it does a PATCH's.
+    logged = f"path=/upload status=200 user=alice bytes={len(data)} "
+    assert server.logged(logged), server.log()[-600:]
 
 
 async def test_aiohttps_multipart_client(server) -> None:

@@ -24,7 +24,7 @@ from multidict import CIMultiDict
 
 from tus_staging.app import create_app
 from tus_staging.config import Config
-from tus_staging.web_page import WEB_DIR, config_block
+from tus_staging.web_page import WEB_DIR, config_block, page_actions
 
 from .js_env import npm_install
 from .servers import RedisProcess
@@ -162,6 +162,17 @@ async def test_config_tells_the_page_what_this_server_offers(serve: AppFactory) 
         "maxSize": 5_000_000,
         "actions": {"decompress": True},
     }
+
+
+def test_the_page_offers_an_action_only_where_its_route_is() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    router = web.UrlDispatcher()
+    router.add_patch("/mv/{path:[\\s\\S]+}", handler)
+    assert page_actions(router) == {"decompress": False}
+    router.add_patch("/decompress/{path:[\\s\\S]+}", handler)
+    assert page_actions(router) == {"decompress": True}
 
 
 async def test_single_user_mode_needs_no_sign_in(serve: AppFactory) -> None:

@@ -34,9 +34,6 @@ from .request_log import log_requests
 from .services import SERVICES, Services
 
 READ_BUFSIZE = 2 * 1024 * 1024
-# They stream their bodies through the body pump, which commits what arrived when the
-# client falls silent for the network timeout.
-SELF_TIMED_BODIES = upload_routes.STREAMING
 
 
 def is_loopback_host(host: str) -> bool:
@@ -95,7 +92,7 @@ def edge_middlewares(config: Config) -> list[web.Middleware]:
         cors.middleware(),
         tus_resumable_header,
         errors_to_responses,
-        body_deadline(config.network_timeout, SELF_TIMED_BODIES),
+        body_deadline(config.network_timeout, upload_routes.STREAMING),
     ]
 
 

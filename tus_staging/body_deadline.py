@@ -8,8 +8,10 @@ no byte of it has arrived for the timeout while the server was ready to read (th
 not paused because the handler is slow to consume what came), the body stream is failed,
 and the handler's read raises ``BodyStalled``.
 
-Handlers that time their bodies themselves (the tus PATCH: its pump commits what arrived
-when the client falls silent) are left to do so.
+Handlers that time their bodies themselves are left to do so: creation, PATCH and POST
+with X-HTTP-Method-Override, of tus and of the IETF draft alike
+(``upload_routes.STREAMING``), whose body pump commits what arrived when the client falls
+silent.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from protocol.content_disposition import FIELD as CONTENT_DISPOSITION
 from protocol.content_disposition import disposition_filename
 from protocol.destination import upload_destination
 from protocol.errors import BadRequest, TusError
-from protocol.headers import parse_method_override
+from protocol.headers import overridden
 from protocol.ietf_fields import (
     INTEROP_VERSION,
     PARTIAL_UPLOAD,
@@ -330,11 +330,8 @@ def _refuse_state_fields(exchange: Exchange, names: tuple[str, ...]) -> None:
 
 async def _method_override(exchange: Exchange) -> web.Response:
     request = exchange.request
-    method = parse_method_override(request.method, request.headers.get("X-HTTP-Method-Override"))
-    handler = {"PATCH": _append, "DELETE": _cancel, "HEAD": _offset_retrieval}.get(method)
-    if handler is None:
-        raise BadRequest("POST to an upload URL needs X-HTTP-Method-Override")
-    return await handler(exchange)
+    table = {"PATCH": _append, "DELETE": _cancel, "HEAD": _offset_retrieval}
+    return await overridden(request.method, request.headers, table)(exchange)
 
 
 options = ietf_handler(_options)

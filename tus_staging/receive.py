@@ -38,6 +38,17 @@ def has_body(request: web.Request) -> bool:
     return size is not None and size != 0
 
 
+def received_bytes(request: web.Request) -> Callable[[int], None]:
+    """A commit callback that counts the committed bytes of ``request``'s body, in the
+    metric and in the request's access log line."""
+
+    def count(committed: int) -> None:
+        BYTES_RECEIVED.inc(committed)
+        request[BYTES] = request.get(BYTES, 0) + committed
+
+    return count
+
+
 async def receive_body(
     request: web.Request,
     services: Services,
@@ -56,13 +67,16 @@ async def receive_body(
             f"a body of {declared} bytes at offset {record.offset} runs past {limit}"
         )
 
-    def committed(count: int) -> None:
-        BYTES_RECEIVED.inc(count)
-        request[BYTES] = request.get(BYTES, 0) + count
+    count = received_bytes(request)
+
+    def committed(bytes_committed: int) -> None:
+        count(bytes_committed)
         if progress is not None:
             progress(record.offset)
 
-    settings = PumpSettings(config.block_size, config.network_timeout, config.lock.renew_every)
+    # While the client is silent, the pump renews the held lock at that lock's own pace.
+    listen_every = session.lock.settings.renew_every
+    settings = PumpSettings(config.block_size, config.network_timeout, listen_every)
     async with session.appending(checksum, committed) as appender:
         end = await pump_body(request, appender, settings, limit, services.stopping)
         await appender.end_body(whole=end is BodyEnd.COMPLETE)

@@ -1,8 +1,8 @@
 """The staging area API: the KBase staging service's routes, request and answer shapes.
 
 Every path is relative to the caller's home (a leading ``/`` means the home itself), goes
-through staging_paths.py (the one place where paths are checked) and is resolved inside
-the caller's area only: another user's files do not exist here.
+through staging_paths.py (where the routes apply the one path policy) and is resolved
+inside the caller's area only: another user's files do not exist here.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
+import stat
 from collections.abc import Iterable
 from difflib import SequenceMatcher
 from operator import itemgetter
@@ -23,7 +23,7 @@ from protocol.paths import HOME
 from store.area_listing import AreaWalk
 
 from .file_response import ExactFileResponse, download_headers
-from .staging_context import caller, requested, show_hidden
+from .staging_context import caller, requested, show_hidden, stat_mode
 from .staging_paths import missing, relative_path
 
 ENCODE_SLICE = 500  # records per json.dumps call
@@ -101,9 +101,9 @@ async def existence(request: web.Request) -> web.Response:
     query = request.match_info.get("path", "")
     if "/" in query:
         where = who.at(relative_path(query))
-        exists = await asyncio.to_thread(os.path.exists, where.staged)
-        is_folder = exists and await asyncio.to_thread(os.path.isdir, where.staged)
-        return web.json_response({"exists": exists, "isFolder": is_folder})
+        mode = await asyncio.to_thread(stat_mode, where.staged)
+        is_folder = mode is not None and stat.S_ISDIR(mode)
+        return web.json_response({"exists": mode is not None, "isFolder": is_folder})
     home = who.at(HOME)
     walk = AreaWalk(
         home.home, home.metadata_home, HOME, show_hidden=show_hidden(request), with_source=False

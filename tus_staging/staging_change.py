@@ -27,7 +27,7 @@ from store.area_files import (
 from store.paths import ensure_dir, refuse_twin
 
 from .staging_context import body_field, caller, requested
-from .staging_paths import new_name, relative_path
+from .staging_paths import new_name
 
 
 def _remove_with_sidecar(where: AreaPath) -> bool:
@@ -72,7 +72,7 @@ async def move(request: web.Request) -> web.Response:
     new_path = await body_field(request, "newPath")
     if new_path is None or not new_path.strip("/"):
         raise BadRequest("must provide newPath field in body")
-    target = who.at(new_name(relative_path(new_path), field="newPath"))
+    target = who.at(new_name(new_path, field="newPath"))
     try:
         await asyncio.to_thread(_move_with_sidecar, source, target)
     except FileNotFoundError:
@@ -93,7 +93,7 @@ async def move(request: web.Request) -> web.Response:
 
 async def mkdir(request: web.Request) -> web.Response:
     who = await caller(request)
-    where = who.at(new_name(requested(request)))
+    where = who.at(new_name(request.match_info.get("path", "")))
     existed = await asyncio.to_thread(os.path.isdir, where.staged)
     await asyncio.to_thread(refuse_twin, where.home, where.relative, repr(where.user_path))
     await asyncio.to_thread(ensure_dir, where.staged)  # a file in the way: 409

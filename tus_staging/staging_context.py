@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -68,10 +69,10 @@ class Caller:
         """Where the file ``relative`` lives: 404 when nothing is there, 400 when it is
         not a file (in the KBase service's words)."""
         where = self.at(relative)
-        exists, is_file = await asyncio.to_thread(_exists_as_file, where.staged)
-        if not exists:
+        mode = await asyncio.to_thread(stat_mode, where.staged)
+        if mode is None:
             raise missing(where)
-        if not is_file:
+        if not stat.S_ISREG(mode):
             raise BadRequest(f"{where.user_path} is a directory not a file")
         return where
 
@@ -117,5 +118,10 @@ async def body_field(request: web.Request, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _exists_as_file(path: os.PathLike[str]) -> tuple[bool, bool]:
-    return os.path.exists(path), os.path.isfile(path)
+def stat_mode(path: os.PathLike[str]) -> int | None:
+    """``path``'s mode, links followed; None where nothing is there (as ``os.path.exists``
+    judges). One ``stat`` answers both whether it exists and what it is."""
+    try:
+        return os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None

@@ -12,18 +12,19 @@ not arrive whole leaves nothing: the upload is terminated.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
 
 from protocol.errors import BadRequest, Forbidden, PayloadTooLarge, ServiceUnavailable
-from protocol.paths import area_path, child_path
 from store.area_files import entry
 
 from .body_pump import BodyEnd, pump_part
-from .metrics import BYTES_RECEIVED
+from .receive import received_bytes
 from .services import Services
 from .staging_context import caller
+from .staging_paths import upload_destination
 
 SOURCE = "KBase upload"
 MISSING = "must provide destPath and uploads in body"
@@ -33,8 +34,8 @@ MAX_FIELD_BYTES = 64 * 1024
 
 
 async def upload(request: web.Request) -> web.Response:
-    user = await caller(request)
-    services = user.services
+    who = await caller(request)
+    services = who.services
     if not request.body_exists:
         raise BadRequest(MISSING)
     try:
@@ -46,22 +47,18 @@ async def upload(request: web.Request) -> web.Response:
     if dest_path is None or not filename:
         raise BadRequest(MISSING)
     _refuse_kbase_names(filename)
-    destination = child_path(
-        area_path(dest_path, field="destPath"), filename, field="filename",
-        path_field="destination",
-    )  # fmt: skip
+    destination = upload_destination(dest_path, filename)
     record = await services.uploads.create(
-        user.user, length=None, metadata="", destination=destination, source=SOURCE
+        who.user, length=None, metadata="", destination=destination, source=SOURCE
     )
     try:
-        await _receive(services, user.user, record.id, file_part)
+        await _receive(services, who.user, record.id, file_part, received_bytes(request))
     except BaseException:
         # Nothing of a form that did not arrive whole (or was refused) is kept.
-        await asyncio.shield(_terminate(services, user.user, record.id))
+        await asyncio.shield(_terminate(services, who.user, record.id))
         raise
-    staged = services.layout.staged_path(user.user, destination)
-    home = services.layout.user_home(user.user)
-    return web.json_response([await asyncio.to_thread(entry, staged, home)])
+    where = who.at(destination)
+    return web.json_response([await asyncio.to_thread(entry, where.staged, where.home)])
 
 
 async def _dest_path_and_file(
@@ -105,11 +102,15 @@ def _refuse_kbase_names(filename: str) -> None:
 
 
 async def _receive(
-    services: Services, user: str, upload_id: str, part: aiohttp.BodyPartReader
+    services: Services,
+    user: str,
+    upload_id: str,
+    part: aiohttp.BodyPartReader,
+    on_commit: Callable[[int], None],
 ) -> None:
     config = services.config
     async with services.uploads.session(user, upload_id) as session:
-        async with session.appending(on_commit=BYTES_RECEIVED.inc, renewed=True) as appender:
+        async with session.appending(on_commit=on_commit, renewed=True) as appender:
             end = await pump_part(part, appender, config.block_size, config.max_size)
             await appender.end_body(whole=end is BodyEnd.COMPLETE)
         if end is BodyEnd.TOO_LARGE:

@@ -21,23 +21,23 @@ from protocol.errors import (
     Forbidden,
     PayloadTooLarge,
 )
-from protocol.forwarded import public_origin
 from protocol.headers import (
     SUPPORTED_CHECKSUMS,
     TUS_VERSION,
     Concat,
     check_patch_content_type,
     check_tus_resumable,
+    overridden,
     parse_concat,
     parse_creation_length,
     parse_length,
-    parse_method_override,
     parse_offset,
 )
 from protocol.lifecycle import UploadKind, UploadState
 from protocol.metadata import decode_metadata
 from store.record import UploadRecord, is_upload_id
 
+from .allowed_hosts import requested_origin
 from .body_pump import BodyEnd
 from .receive import (
     declared_body_size,
@@ -84,14 +84,16 @@ async def create(request: web.Request) -> web.Response:
     if concat is not None and concat.kind == "final":
         assert concat_header is not None
         metadata = decode_metadata(raw_metadata)
-        return await _create_final(request, services, user, concat, concat_header, metadata)
+        return await _create_final(
+            request, services, user, concat, concat_header, raw_metadata, metadata
+        )
 
     length = parse_creation_length(
         request.headers.get("Upload-Length"), request.headers.get("Upload-Defer-Length")
     )
     if length is not None:
         services.uploads.check_size(length)
-    metadata = decode_metadata(raw_metadata)
+    metadata = decode_metadata(raw_metadata)  # a bad length is refused first
     # A partial upload is never staged by itself: it needs no destination.
     kind = UploadKind.PART if concat is not None else UploadKind.PLAIN
     destination = upload_destination(metadata) if kind is UploadKind.PLAIN else None
@@ -107,7 +109,6 @@ async def create(request: web.Request) -> web.Response:
         user, length=length, metadata=raw_metadata, destination=destination, kind=kind
     )
     request[UPLOAD_ID] = record.id
-    headers = _creation_headers(request, services, record)
     if with_body or length == 0:
         async with services.uploads.session(user, record.id) as session:
             end = BodyEnd.COMPLETE
@@ -117,9 +118,9 @@ async def create(request: web.Request) -> web.Response:
                 await session.finish()
             refuse_cut_body(end, session.record)
             record = session.record
-        headers = _creation_headers(request, services, record)
-        if with_body:
-            headers["Upload-Offset"] = str(record.offset)
+    headers = _creation_headers(request, services, record)
+    if with_body:
+        headers["Upload-Offset"] = str(record.offset)
     return web.Response(status=201, headers=headers)
 
 
@@ -129,6 +130,7 @@ async def _create_final(
     user: str,
     concat: Concat,
     header: str,
+    raw_metadata: str,
     metadata: dict[str, bytes],
 ) -> web.Response:
     if has_body(request):
@@ -140,7 +142,7 @@ async def _create_final(
         part_ids=part_ids(concat, services.config.base_path),
         header=header.strip(),
         destination=destination,
-        metadata=request.headers.get("Upload-Metadata", ""),
+        metadata=raw_metadata,
     )
     request[UPLOAD_ID] = record.id
     return web.Response(status=201, headers=_creation_headers(request, services, record))
@@ -226,11 +228,8 @@ async def delete(request: web.Request) -> web.Response:
 
 async def post_with_override(request: web.Request) -> web.Response:
     """POST /files/{id} with X-HTTP-Method-Override, for clients behind method-limited proxies."""
-    method = parse_method_override(request.method, request.headers.get("X-HTTP-Method-Override"))
-    handler = {"PATCH": patch, "DELETE": delete, "HEAD": head}.get(method)
-    if handler is None:
-        raise BadRequest("POST to an upload URL needs X-HTTP-Method-Override")
-    return await handler(request)
+    table = {"PATCH": patch, "DELETE": delete, "HEAD": head}
+    return await overridden(request.method, request.headers, table)(request)
 
 
 def hook_payload(
@@ -256,10 +255,9 @@ def upload_url(request: web.Request, services: Services, upload_id: str) -> str:
     path = f"{services.config.base_path}{upload_id}"
     if not services.config.behind_proxy:
         return path
-    origin = public_origin(request.headers)
-    scheme = origin.scheme or request.scheme
-    host = origin.host or request.host
-    return f"{scheme}://{host}{path}"
+    scheme, host = requested_origin(request, behind_proxy=True)
+    # No Host header (HTTP/1.0) and no forwarded host: the address the request came in on.
+    return f"{scheme}://{host or request.host}{path}"
 
 
 def _creation_headers(

@@ -21,6 +21,7 @@ from aiohttp import web
 from protocol.errors import NotFound, quoted
 
 from .auth import SingleUserAuth
+from .error_middleware import Handler
 from .services import services_of
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -87,25 +88,27 @@ def assets() -> dict[str, Asset]:
     return found
 
 
-def has_route(app: web.Application, method: str, prefix: str) -> bool:
-    return any(
-        route.method == method and route.resource is not None
-        and route.resource.canonical.startswith(prefix)
-        for route in app.router.routes()
-    )  # fmt: skip
+def page_actions(router: web.UrlDispatcher) -> dict[str, bool]:
+    """Which of the optional routes ``router`` has: the actions the page offers."""
+    routes = [
+        (route.method, route.resource.canonical)
+        for route in router.routes()
+        if route.resource is not None
+    ]
+    return {
+        name: any(had == method and path.startswith(prefix) for had, path in routes)
+        for name, (method, prefix) in OPTIONAL_ROUTES.items()
+    }
 
 
-def page_config(request: web.Request) -> dict[str, Any]:
+def page_config(request: web.Request, actions: dict[str, bool]) -> dict[str, Any]:
     services = services_of(request)
     config = services.config
     return {
         "tusEndpoint": config.base_path,
         "signIn": "none" if isinstance(services.auth, SingleUserAuth) else "token",
         "maxSize": config.max_size,
-        "actions": {
-            name: has_route(request.app, method, prefix)
-            for name, (method, prefix) in OPTIONAL_ROUTES.items()
-        },
+        "actions": actions,
     }
 
 
@@ -116,13 +119,18 @@ def config_block(config: dict[str, Any]) -> str:
     return CONFIG_SLOT.replace("{}", data)
 
 
-async def page(request: web.Request) -> web.Response:
-    html = page_template().replace(CONFIG_SLOT, config_block(page_config(request)))
-    return web.Response(
-        text=html,
-        content_type="text/html",
-        headers={**SECURITY_HEADERS, "Cache-Control": "no-store"},
-    )
+def page_handler(actions: dict[str, bool]) -> Handler:
+    """``GET /``: the page, its config block offering ``actions``."""
+
+    async def page(request: web.Request) -> web.Response:
+        html = page_template().replace(CONFIG_SLOT, config_block(page_config(request, actions)))
+        return web.Response(
+            text=html,
+            content_type="text/html",
+            headers={**SECURITY_HEADERS, "Cache-Control": "no-store"},
+        )
+
+    return page
 
 
 async def asset(request: web.Request) -> web.Response:
@@ -139,5 +147,7 @@ async def asset(request: web.Request) -> web.Response:
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/", page)
+    """The page and its assets. Added after every other route: the page offers an action
+    for each optional route that ``router`` has by then."""
+    router.add_get("/", page_handler(page_actions(router)))
     router.add_get("/assets/{name}", asset)
