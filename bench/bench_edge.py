@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_upload import Bench, dd_write, md5sum_twice, write_random_file
 from bench.machine import cpu_lines
-from tests.servers import TOKENS, RedisProcess, ServerProcess
+from tests.servers import RedisProcess, ServerProcess, write_tokens_file
 from tus_staging.connection_cap import ConnectionCounts, CountedConnection
 
 MiB = 1024 * 1024
@@ -68,8 +68,7 @@ def main() -> None:
           f"(+{counted_ns - plain_ns:.1f} ns; one call per socket read, not per byte)")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-edge-") as tmp_name:
         tmp = Path(tmp_name)
-        tokens = tmp / "tokens.txt"
-        tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
+        tokens = write_tokens_file(tmp / "tokens.txt")
         path = tmp / "random.bin"
         write_random_file(path, args.size_mib)
         md5, seconds = md5sum_twice(path)

@@ -38,7 +38,7 @@ from bench.bench_suite import (
 from bench.bench_upload import Bench, dd_write, md5sum_twice
 from bench.machine import cpu_lines, load_average
 from store import md5_lanes
-from tests.servers import TOKENS, RedisProcess, ServerProcess
+from tests.servers import RedisProcess, ServerProcess, write_tokens_file
 
 MiB = 1 << 20
 
@@ -96,8 +96,7 @@ def main() -> None:
     cells = {(s, n): Cell() for s in settings for n in counts}
     with tempfile.TemporaryDirectory(prefix="bench-md5-routing-") as tmp_name:
         tmp = Path(tmp_name)
-        tokens = tmp / "tokens.txt"
-        tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
+        tokens = write_tokens_file(tmp / "tokens.txt")
         servers = {s: server_for(s, tmp, tokens) for s in settings}
         pool = multiprocessing.get_context("fork").Pool(max(counts))
         try:

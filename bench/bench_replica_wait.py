@@ -48,7 +48,14 @@ from store.locks import LockSettings, acquire_lock
 from store.record import UploadRecord, new_upload_id
 from store.replication import ReplicatedWrites, ReplicaWaitSettings
 from store.state_store import StateStore
-from tests.servers import TOKENS, RedisProcess, ServerProcess, free_port, metric_values
+from tests.servers import (
+    TOKENS,
+    RedisProcess,
+    ServerProcess,
+    free_port,
+    metric_values,
+    write_tokens_file,
+)
 from tests.test_large_upload import patch_stream
 from tests.topologies import SYNC_AT_ONCE, replicas_online
 from tests.tus_client import TusTestClient
@@ -198,8 +205,7 @@ class Setting:
 
 @contextlib.contextmanager
 def settings(tmp: Path, checkpoint_mib: int) -> Iterator[list[Setting]]:
-    tokens = tmp / "tokens.txt"
-    tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
+    tokens = write_tokens_file(tmp / "tokens.txt")
     alone = RedisProcess(tmp / "alone", port=free_port())
     master = RedisProcess(tmp / "master", port=free_port(), extra_args=SYNC_AT_ONCE)
     replica = RedisProcess(

@@ -78,6 +78,7 @@ from tests.servers import (
     free_port,
     metric_values,
     wait_until,
+    write_tokens_file,
 )
 from tests.test_large_upload import GeneratedStream, PatchTiming, patch_stream
 from tests.tus_client import TusTestClient
@@ -836,8 +837,7 @@ def main() -> None:
     table = Table()
     with tempfile.TemporaryDirectory(prefix="bench-suite-") as tmp_name:
         tmp = Path(tmp_name)
-        tokens = tmp / "tokens.txt"
-        tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
+        tokens = write_tokens_file(tmp / "tokens.txt")
         redis_1, redis_2 = RedisProcess(tmp / "redis-1"), RedisProcess(tmp / "redis-2")
         server_1 = ServerProcess(tmp / "data-1", redis_1.url, tokens, env=server_env)
         server_2 = ServerProcess(

@@ -36,7 +36,7 @@ from tusclient import client as tus
 
 from bench.machine import cpu_lines
 from protocol.headers import OFFSET_OCTET_STREAM
-from tests.servers import TOKENS, RedisProcess, ServerProcess
+from tests.servers import TOKENS, RedisProcess, ServerProcess, write_tokens_file
 from tests.test_large_upload import (
     GeneratedStream,
     PatchTiming,
@@ -100,8 +100,7 @@ def dd_write(source: Path, target: Path) -> float:
 @contextlib.contextmanager
 def running_server(tmp: Path) -> Iterator[ServerProcess]:
     """A redis-server and the server (tokens file of the tests' users) in ``tmp``."""
-    tokens = tmp / "tokens.txt"
-    tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
+    tokens = write_tokens_file(tmp / "tokens.txt")
     redis_proc = RedisProcess(tmp / "redis")
     server = ServerProcess(tmp / "data", redis_proc.url, tokens)
     try:
