@@ -37,13 +37,12 @@ from bench_upload import (
     USER,
     Bench,
     MiB,
-    md5sum_twice,
     running_server,
     timed,
     write_random_file,
 )
 
-from bench.machine import cpu_lines, load_average
+from bench.machine import cpu_lines, load_average, md5sum_twice
 from tests.servers import ServerProcess
 
 

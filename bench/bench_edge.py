@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_upload import Bench, dd_write, md5sum_twice, write_random_file
-from bench.machine import cpu_lines
+from bench.bench_upload import Bench, write_random_file
+from bench.machine import cpu_lines, disk_limits
 from tests.servers import RedisProcess, ServerProcess, write_tokens_file
 from tus_staging.connection_cap import ConnectionCounts, CountedConnection
 
@@ -71,10 +71,9 @@ def main() -> None:
         tokens = write_tokens_file(tmp / "tokens.txt")
         path = tmp / "random.bin"
         write_random_file(path, args.size_mib)
-        md5, seconds = md5sum_twice(path)
-        print(f"md5sum (page-cached, 2nd run):            {size / seconds / 1e6:7.0f} MB/s")
-        seconds = dd_write(path, tmp / "ddout")
-        print(f"dd bs=4M conv=fdatasync (same filesystem): {size / seconds / 1e6:7.0f} MB/s")
+        limits = disk_limits(path)
+        md5 = limits.md5
+        print(limits.text())
         redis_proc = RedisProcess(tmp / "redis")
         redis_proc.start()
         settings = {"cap 64 (default)": [], "no cap (--max-client-connections 0)": ["0"]}

@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_upload import Bench, dd_write, md5sum_twice, running_server, write_random_file
-from bench.machine import cpu_lines, load_average
+from bench.bench_upload import Bench, running_server, write_random_file
+from bench.machine import cpu_lines, disk_limits, load_average
 from protocol.headers import OFFSET_OCTET_STREAM, TUS_VERSION
 from tests.ietf_client import IetfClient
 from tests.raw_http import RawConnection, RawResponse
@@ -109,11 +109,9 @@ def main() -> None:
         tmp = Path(tmp_name)
         path = tmp / "random.bin"
         write_random_file(path, args.size_mib)
-        md5, seconds = md5sum_twice(path)
-        md5sum_rate = size / seconds / 1e6
-        dd_rate = size / dd_write(path, tmp / "ddout") / 1e6
-        print(f"md5sum (page-cached, 2nd run):             {md5sum_rate:7.0f} MB/s")
-        print(f"dd bs=4M conv=fdatasync (same filesystem): {dd_rate:7.0f} MB/s")
+        limits = disk_limits(path)
+        md5, md5sum_rate, dd_rate = limits.md5, limits.md5sum_rate, limits.dd_rate
+        print(limits.text())
         with running_server(tmp) as server:
             bench = Bench(server)
             uploads = Uploads(bench, path, md5)

@@ -35,8 +35,8 @@ from bench.bench_suite import (
     probe_upload,
     write_random,
 )
-from bench.bench_upload import Bench, dd_write, md5sum_twice
-from bench.machine import cpu_lines, load_average
+from bench.bench_upload import Bench
+from bench.machine import cpu_lines, disk_limits, load_average
 from store import md5_lanes
 from tests.servers import RedisProcess, ServerProcess, write_tokens_file
 
@@ -105,9 +105,7 @@ def main() -> None:
                 server.start()
             files = [tmp / f"part-{i}.bin" for i in range(max(counts))]
             digests = [write_random(f, args.mib * MiB) for f in files]
-            _, md5sum_seconds = md5sum_twice(files[0])
-            dd_rate = args.mib * MiB / dd_write(files[0], tmp / "dd.out") / 1e6
-            md5sum_rate = args.mib * MiB / md5sum_seconds / 1e6
+            limits = disk_limits(files[0])
             probes = {s: probe_upload(server.files_url) for s, (_, server) in servers.items()}
             for round_ in range(1, args.rounds + 1):
                 for n in counts:
@@ -134,9 +132,7 @@ def main() -> None:
                 server.stop()
                 redis_proc.stop()
 
-    print(
-        f"\n{args.mib} MiB uploads; md5sum {md5sum_rate:.0f} MB/s, dd fdatasync {dd_rate:.0f} MB/s"
-    )
+    print(f"\n{args.mib} MiB uploads; {limits.text()}")
     print("Each cell: server CPU s/GB, median (per round) | aggregate MB/s | md5 updates "
           "through the engine\n")  # fmt: skip
     print("| uploads at once |" + "".join(f" {s} | MB/s | engine |" for s in settings))

@@ -43,7 +43,8 @@ import redis.asyncio as aioredis
 
 from bench.bench_edge import cpu_lines
 from bench.bench_suite import send_file
-from bench.bench_upload import dd_write, md5sum_twice, write_random_file
+from bench.bench_upload import write_random_file
+from bench.machine import disk_limits
 from store.locks import LockSettings, acquire_lock
 from store.record import UploadRecord, new_upload_id
 from store.replication import ReplicatedWrites, ReplicaWaitSettings
@@ -258,11 +259,7 @@ def main() -> None:
             with open(source, "rb") as whole, open(part, "wb") as handle:
                 whole.seek(index * source.stat().st_size // WRITERS)
                 handle.write(whole.read(source.stat().st_size // WRITERS))
-        _, md5_seconds = md5sum_twice(source)
-        dd_seconds = dd_write(source, tmp / "dd.out")
-        size_mb = source.stat().st_size / 1e6
-        print(f"\nlimits: md5sum {size_mb / md5_seconds:.0f} MB/s, "
-              f"dd conv=fdatasync {size_mb / dd_seconds:.0f} MB/s")  # fmt: skip
+        print(f"\nlimits: {disk_limits(source).text()}")
         fsyncs = fdatasync_times(tmp, 200)
         print(f"limits: 4 KiB write + fdatasync mean {ms(statistics.mean(fsyncs))}, "
               f"p99 {ms(percentile(fsyncs, 0.99))}")  # fmt: skip

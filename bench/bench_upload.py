@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import requests
 from tusclient import client as tus
 
-from bench.machine import cpu_lines
+from bench.machine import cpu_lines, disk_limits
 from protocol.headers import OFFSET_OCTET_STREAM
 from tests.servers import TOKENS, RedisProcess, ServerProcess, write_tokens_file
 from tests.test_large_upload import (
@@ -73,28 +72,6 @@ def write_random_file(path: Path, mib: int) -> None:
     with open(path, "wb") as handle:
         for _ in range(mib):
             handle.write(os.urandom(MiB))
-
-
-def md5sum_twice(path: Path) -> tuple[str, float]:
-    """md5sum's digest and its time on the 2nd run (the file is then in the page cache)."""
-    runs = []
-    for _ in range(2):
-        start = time.perf_counter()
-        out = subprocess.run(["md5sum", str(path)], check=True, capture_output=True, text=True)
-        runs.append(time.perf_counter() - start)
-    return out.stdout.split()[0], runs[1]
-
-
-def dd_write(source: Path, target: Path) -> float:
-    seconds = timed(
-        lambda: subprocess.run(
-            ["dd", f"if={source}", f"of={target}", "bs=4M", "conv=fdatasync"],
-            check=True,
-            capture_output=True,
-        )
-    )
-    target.unlink()
-    return seconds
 
 
 @contextlib.contextmanager
@@ -270,12 +247,10 @@ def main() -> None:
             if size:
                 path = tmp / "random.bin"
                 write_random_file(path, args.size_mib)
-                md5, seconds = md5sum_twice(path)
-                row("md5sum (page-cached, 2nd run)", seconds, size)
-                md5sum_rate = size / seconds / 1e6
-                seconds = dd_write(path, tmp / "ddout")
-                row("dd bs=4M conv=fdatasync (same filesystem)", seconds, size)
-                dd_rate = size / seconds / 1e6
+                limits = disk_limits(path)
+                md5, md5sum_rate, dd_rate = limits.md5, limits.md5sum_rate, limits.dd_rate
+                row("md5sum (page-cached, 2nd run)", limits.md5sum_seconds, size)
+                row("dd bs=4M conv=fdatasync (same filesystem)", limits.dd_seconds, size)
                 label = f"{args.size_mib} MiB, one PATCH, requests + file object"
                 row(label, bench.requests_file_object(path, md5), size, bench.rss())
                 timing = bench.http_client_chunks(path, md5)
