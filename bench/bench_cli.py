@@ -126,7 +126,7 @@ def main() -> None:
         print(line)
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp_name:
         tmp = Path(tmp_name)
-        with running_server(tmp) as server:
+        with running_server(tmp) as (_, server):
             bench = CliBench(server, tmp)
             path = tmp / "random.bin"
             write_random_file(path, args.size_mib)

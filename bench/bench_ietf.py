@@ -112,7 +112,7 @@ def main() -> None:
         limits = disk_limits(path)
         md5, md5sum_rate, dd_rate = limits.md5, limits.md5sum_rate, limits.dd_rate
         print(limits.text())
-        with running_server(tmp) as server:
+        with running_server(tmp) as (_, server):
             bench = Bench(server)
             uploads = Uploads(bench, path, md5)
             kinds: dict[str, Callable[[], float]] = {

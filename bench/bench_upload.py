@@ -75,15 +75,22 @@ def write_random_file(path: Path, mib: int) -> None:
 
 
 @contextlib.contextmanager
-def running_server(tmp: Path) -> Iterator[ServerProcess]:
-    """A redis-server and the server (tokens file of the tests' users) in ``tmp``."""
-    tokens = write_tokens_file(tmp / "tokens.txt")
-    redis_proc = RedisProcess(tmp / "redis")
-    server = ServerProcess(tmp / "data", redis_proc.url, tokens)
+def running_server(
+    tmp: Path,
+    name: str = "",
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[RedisProcess, ServerProcess]]:
+    """A redis-server and the server (tokens file of the tests' users, ``extra_args``,
+    ``env``) in ``tmp``; a ``name`` tells their files from those of others in ``tmp``."""
+    suffix = f"-{name}" if name else ""
+    tokens = write_tokens_file(tmp / f"tokens{suffix}.txt")
+    redis_proc = RedisProcess(tmp / f"redis{suffix}")
+    server = ServerProcess(tmp / f"data{suffix}", redis_proc.url, tokens, extra_args, env)
     try:
         redis_proc.start()
         server.start()
-        yield server
+        yield redis_proc, server
     finally:
         server.stop()
         redis_proc.stop()
@@ -241,7 +248,7 @@ def main() -> None:
     print(f"{'':<52} {'wall':>10} {'throughput':>14}")
     with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp_name:
         tmp = Path(tmp_name)
-        with running_server(tmp) as server:
+        with running_server(tmp) as (_, server):
             bench = Bench(server)
             print(f"{'server idle':<52} {'':>26}  {bench.rss()}")
             if size:
