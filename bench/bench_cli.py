@@ -22,7 +22,6 @@ Each upload is checked against the server's sidecar (md5, size), then removed.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import statistics
 import subprocess
@@ -32,17 +31,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import requests
-from bench_upload import (
-    USER,
-    Bench,
-    MiB,
-    running_server,
-    timed,
-    write_random_file,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import requests
+
+from bench.bench_upload import USER, Bench, MiB, running_server, timed, write_random_file
 from bench.machine import cpu_lines, load_average, md5sum_twice
+from tests.cli_runs import cli_env, command
 from tests.servers import ServerProcess
 
 
@@ -54,22 +49,14 @@ def children_cpu() -> float:
 class CliBench(Bench):
     def __init__(self, server: ServerProcess, tmp: Path):
         super().__init__(server)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TUS_STAGING_")}
-        self.env.update(
-            XDG_CACHE_HOME=str(tmp / "cache"),
-            TUS_STAGING_URL=server.url,
-            TUS_STAGING_TOKEN=self.token,
-        )
+        self.env = cli_env(tmp, TUS_STAGING_URL=server.url, TUS_STAGING_TOKEN=self.token)
         self.tmp = tmp
 
     def cli(self, *args: str) -> tuple[float, float]:
         """(wall seconds, the client process's CPU seconds) of one command."""
         cpu = children_cpu()
         start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "tus_staging.cli", *args], env=self.env,
-            capture_output=True, text=True,
-        )  # fmt: skip
+        done = subprocess.run(command(*args), env=self.env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"tus-staging {' '.join(args)}: {done.stderr}")
