@@ -41,10 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis.asyncio as aioredis
 
-from bench.bench_edge import cpu_lines
 from bench.bench_suite import send_file
 from bench.bench_upload import write_random_file
-from bench.machine import disk_limits
+from bench.machine import cpu_lines, disk_limits, load_average
 from store.locks import LockSettings, acquire_lock
 from store.record import UploadRecord, new_upload_id
 from store.replication import ReplicatedWrites, ReplicaWaitSettings
@@ -249,7 +248,6 @@ def main() -> None:
     started = time.perf_counter()
     for line in cpu_lines():
         print(line)
-    print(f"python {sys.version.split()[0]}, load average {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="bench-wait-") as name:
         tmp = Path(name)
         source = tmp / "upload.bin"
@@ -304,7 +302,7 @@ def main() -> None:
                     f"| {setting.name} | {rounds_text(setting.single)} "
                     f"| {rounds_text(setting.concurrent)} | {mean_wait} |"
                 )
-    print(f"\nruntime {time.perf_counter() - started:.0f} s, load average {os.getloadavg()}")
+    print(f"\nruntime {time.perf_counter() - started:.0f} s, load average {load_average()}")
 
 
 if __name__ == "__main__":

@@ -773,7 +773,7 @@ def machine_lines(started: float, md5: str) -> list[str]:
     return [
         *cpu_lines(),
         f"Machine: {mem} RAM, {platform.system()} {platform.release()}; md5 in the servers: {md5}.",
-        f"Python {platform.python_version()} (aiohttp {aiohttp.__version__}, {loop}); "
+        f"aiohttp {aiohttp.__version__}, {loop}; "
         f"Node {node_version()} (@tus/server {node_package_version('server')}, "
         f"@tus/file-store {node_package_version('file-store')}).",
         f"Suite runtime: {time.perf_counter() - started:.0f} s; load average at the start "
