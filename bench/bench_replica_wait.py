@@ -54,6 +54,7 @@ from tests.servers import (
     ServerProcess,
     free_port,
     metric_values,
+    wait_until,
     write_tokens_file,
 )
 from tests.test_large_upload import patch_stream
@@ -215,8 +216,7 @@ def settings(tmp: Path, checkpoint_mib: int) -> Iterator[list[Setting]]:
     try:
         for process in (alone, master, replica):
             process.start()
-        while replicas_online(master) < 1:
-            time.sleep(0.05)
+        wait_until(lambda: replicas_online(master) >= 1, 30, "the replica in sync")
         made = []
         for name, redis_proc, wait in (
             ("alone", alone, 1),
