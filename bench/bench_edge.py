@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
+import functools
 import sys
 import tempfile
 import timeit
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_upload import Bench, write_random_file
+from bench.bench_upload import Bench, interleaved_rounds, write_random_file
 from bench.machine import cpu_lines, disk_limits
 from tests.servers import RedisProcess, ServerProcess, write_tokens_file
 from tus_staging.connection_cap import ConnectionCounts, CountedConnection
@@ -84,20 +84,16 @@ def main() -> None:
                 server = ServerProcess(tmp / f"data-{len(servers)}", redis_proc.url, tokens, extra)
                 server.start()
                 servers[label] = (server, Bench(server))
-            results: dict[str, list[tuple[float, float]]] = {label: [] for label in settings}
-            for _ in range(args.rounds):
-                for label, (_server, bench) in servers.items():
-                    before = bench.cpu_seconds()
-                    seconds = bench.requests_file_object(path, md5)
-                    cpu = bench.cpu_seconds() - before
-                    results[label].append((size / seconds / 1e6, cpu / (size / 1e9)))
+            workloads = {
+                label: (bench, functools.partial(bench.requests_file_object, path, md5))
+                for label, (_server, bench) in servers.items()
+            }
+            results = interleaved_rounds(workloads, size, args.rounds)
             print(f"{args.size_mib} MiB in one PATCH (requests + file object), "
                   f"median of {args.rounds}:")  # fmt: skip
-            for label, runs in results.items():
-                rate = statistics.median(r for r, _ in runs)
-                cpu = statistics.median(c for _, c in runs)
-                every = ", ".join(f"{r:.0f}" for r, _ in runs)
-                print(f"  {label:<38} {rate:7.0f} MB/s ({every}), server CPU {cpu:.2f} s/GB")
+            for label, figures in results.items():
+                print(f"  {label:<38} {figures.text()} MB/s, "
+                      f"server CPU {figures.cpu_per_gb:.2f} s/GB")  # fmt: skip
         finally:
             for server, _ in servers.values():
                 server.stop()

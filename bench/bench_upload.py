@@ -21,11 +21,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -183,6 +184,40 @@ class Bench:
             raise SystemExit(f"PATCH answered {timing.status}: {self.server.log()}")
         self.check_and_remove(name, total, stream.hexdigest())
         return timing
+
+
+@dataclass
+class RoundFigures:
+    """One workload's MB/s and its server's CPU seconds per GB, a pair per round."""
+
+    runs: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(rate for rate, _ in self.runs)
+
+    @property
+    def cpu_per_gb(self) -> float:
+        return statistics.median(cpu for _, cpu in self.runs)
+
+    def text(self) -> str:
+        """The median MB/s, every round's in brackets."""
+        return f"{self.rate:.0f} ({', '.join(f'{rate:.0f}' for rate, _ in self.runs)})"
+
+
+def interleaved_rounds(
+    workloads: dict[str, tuple[Bench, Callable[[], float]]], nbytes: int, rounds: int
+) -> dict[str, RoundFigures]:
+    """Each workload (an upload of ``nbytes`` to its bench's server, returning its seconds)
+    once per round, in turn, so that drifts of the machine hit them all."""
+    figures = {label: RoundFigures() for label in workloads}
+    for _ in range(rounds):
+        for label, (bench, upload) in workloads.items():
+            before = bench.cpu_seconds()
+            seconds = upload()
+            cpu = bench.cpu_seconds() - before
+            figures[label].runs.append((nbytes / seconds / 1e6, cpu / (nbytes / 1e9)))
+    return figures
 
 
 def generator_alone(total: int) -> float:
