@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from .area_commands import client_for
 from .client_cli import FAILED, OK, USAGE, report
-from .client_http import ServerError, base_url, retrying
+from .client_http import ServerError, retrying
 from .progress import FileProgress, Progress, printable
 from .staging_client import Record, StagingClient, area_path
 from .tus_client import BLOCK
@@ -125,7 +125,7 @@ def download(args: argparse.Namespace) -> int:
     partial_path = target.with_name(target.name + PARTIAL_SUFFIX)
     store = ResumeStore(cache_dir() / "downloads.json")
     key = resume_key(
-        kind="download", server=base_url(args.url), user=token_identity(args.token),
+        kind="download", server=client.base_url, user=token_identity(args.token),
         path=remote, target=str(target.resolve()),
     )  # fmt: skip
     validator = {"size": size, "mtime": record.get("mtime"), "md5": record.get("md5")}
