@@ -8,8 +8,8 @@ temp dir, makes a random file, and measures (medians of ``--rounds``):
   requests and the file object (the server's pace for one stream, nothing else on the
   client), ``curl`` fetching it from /download;
 * ``tus-staging upload`` (a process of its own, interpreter start included) with its
-  default 64 MiB chunks and as one PATCH, and tuspy's uploader in 64 MiB chunks (what
-  the command used before) in this process;
+  default 64 MiB chunks and as one PATCH, and tuspy's uploader in 64 MiB chunks, for
+  comparison, in this process;
 * the file cut in 8, ``--parallel 1`` and ``--parallel 4``;
 * ``tus-staging get`` of the file (md5 checked while writing; its metadata record is
   made before the rounds, so both download rows time the transfer alone);
