@@ -8,8 +8,8 @@ temp dir, makes a random file, and measures (medians of ``--rounds``):
   requests and the file object (the server's pace for one stream, nothing else on the
   client), ``curl`` fetching it from /download;
 * ``tus-staging upload`` (a process of its own, interpreter start included) with its
-  default 64 MiB chunks and as one PATCH, and tuspy's uploader in 64 MiB chunks (what
-  the command used before) in this process;
+  default 64 MiB chunks and as one PATCH, and tuspy's uploader in 64 MiB chunks, for
+  comparison, in this process;
 * the file cut in 8, ``--parallel 1`` and ``--parallel 4``;
 * ``tus-staging get`` of the file (md5 checked while writing; its metadata record is
   made before the rounds, so both download rows time the transfer alone);
@@ -22,8 +22,9 @@ Each upload is checked against the server's sidecar (md5, size), then removed.
 from __future__ import annotations
 
 import argparse
-import os
+import hashlib
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,19 +33,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import requests
-from bench_upload import (
-    USER,
-    Bench,
-    MiB,
-    md5sum_twice,
-    running_server,
-    timed,
-    write_random_file,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.machine import cpu_lines, load_average
+import requests
+
+from bench.bench_upload import USER, Bench, MiB, running_server, timed, write_random_file
+from bench.machine import cpu_lines, load_average, md5sum_twice
+from tests.cli_runs import cli_env, command
 from tests.servers import ServerProcess
+
+
+def md5_of(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 def children_cpu() -> float:
@@ -55,22 +56,14 @@ def children_cpu() -> float:
 class CliBench(Bench):
     def __init__(self, server: ServerProcess, tmp: Path):
         super().__init__(server)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TUS_STAGING_")}
-        self.env.update(
-            XDG_CACHE_HOME=str(tmp / "cache"),
-            TUS_STAGING_URL=server.url,
-            TUS_STAGING_TOKEN=self.token,
-        )
+        self.env = cli_env(tmp, TUS_STAGING_URL=server.url, TUS_STAGING_TOKEN=self.token)
         self.tmp = tmp
 
     def cli(self, *args: str) -> tuple[float, float]:
         """(wall seconds, the client process's CPU seconds) of one command."""
         cpu = children_cpu()
         start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "tus_staging.cli", *args], env=self.env,
-            capture_output=True, text=True,
-        )  # fmt: skip
+        done = subprocess.run(command(*args), env=self.env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"tus-staging {' '.join(args)}: {done.stderr}")
@@ -86,7 +79,7 @@ class CliBench(Bench):
     def get(self, remote: str, md5: str) -> tuple[float, float]:
         target = self.tmp / "fetched.bin"
         seconds, cpu = self.cli("get", remote, str(target))
-        if md5sum_twice(target)[0] != md5:
+        if md5_of(target) != md5:
             raise SystemExit("get: md5 differs")
         target.unlink()
         return seconds, cpu
@@ -111,9 +104,10 @@ def split(path: Path, parts: int) -> tuple[list[Path], list[str]]:
     with open(path, "rb") as source:
         for index in range(parts):
             part = folder / f"part{index}.bin"
-            part.write_bytes(source.read(size))
+            data = source.read(size)
+            part.write_bytes(data)
             paths.append(part)
-            md5s.append(md5sum_twice(part)[0])
+            md5s.append(hashlib.md5(data).hexdigest())
     return paths, md5s
 
 
@@ -127,15 +121,15 @@ def main() -> None:
         print(line)
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp_name:
         tmp = Path(tmp_name)
-        with running_server(tmp) as server:
+        with running_server(tmp) as (_, server):
             bench = CliBench(server, tmp)
             path = tmp / "random.bin"
             write_random_file(path, args.size_mib)
-            md5 = md5sum_twice(path)[0]
+            md5 = md5_of(path)
             parts, part_md5s = split(path, 8)
             staged = server.data_dir / "staging" / USER / "kept" / "random.bin"
             staged.parent.mkdir(parents=True)
-            staged.write_bytes(path.read_bytes())
+            shutil.copyfile(path, staged)
             # Its metadata record now, so that the get rows time the transfer alone.
             headers = {"Authorization": f"Bearer {bench.token}"}
             requests.get(f"{server.url}/metadata/kept/random.bin", headers=headers, timeout=600)

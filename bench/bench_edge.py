@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
+import functools
 import sys
 import tempfile
 import timeit
@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_upload import Bench, dd_write, md5sum_twice, write_random_file
-from bench.machine import cpu_lines
-from tests.servers import TOKENS, RedisProcess, ServerProcess
+from bench.bench_upload import Bench, interleaved_rounds, write_random_file
+from bench.machine import cpu_lines, disk_limits
+from tests.servers import RedisProcess, ServerProcess, write_tokens_file
 from tus_staging.connection_cap import ConnectionCounts, CountedConnection
 
 MiB = 1024 * 1024
@@ -68,14 +68,12 @@ def main() -> None:
           f"(+{counted_ns - plain_ns:.1f} ns; one call per socket read, not per byte)")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-edge-") as tmp_name:
         tmp = Path(tmp_name)
-        tokens = tmp / "tokens.txt"
-        tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
+        tokens = write_tokens_file(tmp / "tokens.txt")
         path = tmp / "random.bin"
         write_random_file(path, args.size_mib)
-        md5, seconds = md5sum_twice(path)
-        print(f"md5sum (page-cached, 2nd run):            {size / seconds / 1e6:7.0f} MB/s")
-        seconds = dd_write(path, tmp / "ddout")
-        print(f"dd bs=4M conv=fdatasync (same filesystem): {size / seconds / 1e6:7.0f} MB/s")
+        limits = disk_limits(path)
+        md5 = limits.md5
+        print(limits.text())
         redis_proc = RedisProcess(tmp / "redis")
         redis_proc.start()
         settings = {"cap 64 (default)": [], "no cap (--max-client-connections 0)": ["0"]}
@@ -86,20 +84,16 @@ def main() -> None:
                 server = ServerProcess(tmp / f"data-{len(servers)}", redis_proc.url, tokens, extra)
                 server.start()
                 servers[label] = (server, Bench(server))
-            results: dict[str, list[tuple[float, float]]] = {label: [] for label in settings}
-            for _ in range(args.rounds):
-                for label, (_server, bench) in servers.items():
-                    before = bench.cpu_seconds()
-                    seconds = bench.requests_file_object(path, md5)
-                    cpu = bench.cpu_seconds() - before
-                    results[label].append((size / seconds / 1e6, cpu / (size / 1e9)))
+            workloads = {
+                label: (bench, functools.partial(bench.requests_file_object, path, md5))
+                for label, (_server, bench) in servers.items()
+            }
+            results = interleaved_rounds(workloads, size, args.rounds)
             print(f"{args.size_mib} MiB in one PATCH (requests + file object), "
                   f"median of {args.rounds}:")  # fmt: skip
-            for label, runs in results.items():
-                rate = statistics.median(r for r, _ in runs)
-                cpu = statistics.median(c for _, c in runs)
-                every = ", ".join(f"{r:.0f}" for r, _ in runs)
-                print(f"  {label:<38} {rate:7.0f} MB/s ({every}), server CPU {cpu:.2f} s/GB")
+            for label, figures in results.items():
+                print(f"  {label:<38} {figures.text()} MB/s, "
+                      f"server CPU {figures.cpu_per_gb:.2f} s/GB")  # fmt: skip
         finally:
             for server, _ in servers.values():
                 server.stop()

@@ -19,17 +19,15 @@ tokens file) and its redis-server in a temp dir on one filesystem:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_upload import Bench, dd_write, md5sum_twice, running_server, write_random_file
-from bench.machine import cpu_lines, load_average
+from bench.bench_upload import Bench, interleaved_rounds, running_server, write_random_file
+from bench.machine import cpu_lines, disk_limits, load_average
 from protocol.headers import OFFSET_OCTET_STREAM, TUS_VERSION
 from tests.ietf_client import IetfClient
 from tests.raw_http import RawConnection, RawResponse
@@ -109,37 +107,26 @@ def main() -> None:
         tmp = Path(tmp_name)
         path = tmp / "random.bin"
         write_random_file(path, args.size_mib)
-        md5, seconds = md5sum_twice(path)
-        md5sum_rate = size / seconds / 1e6
-        dd_rate = size / dd_write(path, tmp / "ddout") / 1e6
-        print(f"md5sum (page-cached, 2nd run):             {md5sum_rate:7.0f} MB/s")
-        print(f"dd bs=4M conv=fdatasync (same filesystem): {dd_rate:7.0f} MB/s")
-        with running_server(tmp) as server:
+        limits = disk_limits(path)
+        md5, md5sum_rate, dd_rate = limits.md5, limits.md5sum_rate, limits.dd_rate
+        print(limits.text())
+        with running_server(tmp) as (_, server):
             bench = Bench(server)
             uploads = Uploads(bench, path, md5)
-            kinds: dict[str, Callable[[], float]] = {
-                "tus: creation, one PATCH": uploads.tus,
-                "IETF 8: creation ?1 with the content": uploads.ietf_creation,
-                "IETF 8: creation ?0, one append ?1": uploads.ietf_append,
+            kinds = {
+                "tus: creation, one PATCH": (bench, uploads.tus),
+                "IETF 8: creation ?1 with the content": (bench, uploads.ietf_creation),
+                "IETF 8: creation ?0, one append ?1": (bench, uploads.ietf_append),
             }
-            runs: dict[str, list[tuple[float, float]]] = {label: [] for label in kinds}
-            for _ in range(args.rounds):
-                for label, upload in kinds.items():
-                    before = bench.cpu_seconds()
-                    seconds = upload()
-                    cpu = bench.cpu_seconds() - before
-                    runs[label].append((size / seconds / 1e6, cpu / (size / 1e9)))
+            runs = interleaved_rounds(kinds, size, args.rounds)
     print(f"load average {load_average()} at the end (the machine may be shared)")
     print(f"\n{args.size_mib} MiB, median of {args.rounds} (every run in brackets):\n")
     print("| upload | MB/s | vs md5sum | vs dd | server CPU s/GB |")
     print("|---|---:|---:|---:|---:|")
-    for label, results in runs.items():
-        rate = statistics.median(r for r, _ in results)
-        cpu = statistics.median(c for _, c in results)
-        every = ", ".join(f"{r:.0f}" for r, _ in results)
+    for label, figures in runs.items():
         print(
-            f"| {label} | {rate:.0f} ({every}) | {rate / md5sum_rate:.2f} "
-            f"| {rate / dd_rate:.2f} | {cpu:.2f} |"
+            f"| {label} | {figures.text()} | {figures.rate / md5sum_rate:.2f} "
+            f"| {figures.rate / dd_rate:.2f} | {figures.cpu_per_gb:.2f} |"
         )
 
 

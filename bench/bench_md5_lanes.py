@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.machine import cpu_lines, load_average
+from bench.machine import cpu_lines, load_average, md5sum_twice
 from store import md5_lanes
 from store.digest import ResumableDigest
 
@@ -51,10 +50,8 @@ def md5sum_rate(data: bytes) -> float:
     with tempfile.NamedTemporaryFile() as handle:
         handle.write(data)
         handle.flush()
-        subprocess.run(["md5sum", handle.name], check=True, capture_output=True)  # cache it
-        start = time.perf_counter()
-        subprocess.run(["md5sum", handle.name], check=True, capture_output=True)
-        return len(data) / (time.perf_counter() - start) / 1e6
+        _, seconds = md5sum_twice(Path(handle.name))
+        return len(data) / seconds / 1e6
 
 
 Hasher = Callable[[ResumableDigest, memoryview], None]

@@ -18,6 +18,7 @@ limits, measured in the same run. Figures, not pass/fail.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import statistics
 import sys
@@ -35,10 +36,10 @@ from bench.bench_suite import (
     probe_upload,
     write_random,
 )
-from bench.bench_upload import Bench, dd_write, md5sum_twice
-from bench.machine import cpu_lines, load_average
+from bench.bench_upload import Bench, running_server
+from bench.machine import cpu_lines, disk_limits, load_average
 from store import md5_lanes
-from tests.servers import TOKENS, RedisProcess, ServerProcess
+from tests.servers import RedisProcess, ServerProcess
 
 MiB = 1 << 20
 
@@ -58,15 +59,13 @@ class Cell:
         return f"**{cpu:.2f}** ({spread}) | {statistics.median(self.rates):.0f} | {engine:.0%}"
 
 
-def server_for(setting: str, tmp: Path, tokens: Path) -> tuple[RedisProcess, ServerProcess]:
-    safe = setting.replace(":", "-")
-    redis_proc = RedisProcess(tmp / f"redis-{safe}")
+def server_for(
+    setting: str, tmp: Path
+) -> contextlib.AbstractContextManager[tuple[RedisProcess, ServerProcess]]:
+    name = setting.replace(":", "-")
     if setting == "off":
-        server = ServerProcess(tmp / f"data-{safe}", redis_proc.url, tokens, ["--no-md5-lanes"])
-    else:
-        env = {md5_lanes.KERNEL_ENV: setting}
-        server = ServerProcess(tmp / f"data-{safe}", redis_proc.url, tokens, env=env)
-    return redis_proc, server
+        return running_server(tmp, name, ["--no-md5-lanes"])
+    return running_server(tmp, name, env={md5_lanes.KERNEL_ENV: setting})
 
 
 def engine_share(before: dict[str, float], after: dict[str, float]) -> float:
@@ -96,19 +95,14 @@ def main() -> None:
     cells = {(s, n): Cell() for s in settings for n in counts}
     with tempfile.TemporaryDirectory(prefix="bench-md5-routing-") as tmp_name:
         tmp = Path(tmp_name)
-        tokens = tmp / "tokens.txt"
-        tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
-        servers = {s: server_for(s, tmp, tokens) for s in settings}
-        pool = multiprocessing.get_context("fork").Pool(max(counts))
-        try:
-            for redis_proc, server in servers.values():
-                redis_proc.start()
-                server.start()
+        with contextlib.ExitStack() as stack:
+            servers = {s: stack.enter_context(server_for(s, tmp)) for s in settings}
+            pool = multiprocessing.get_context("fork").Pool(max(counts))
+            stack.callback(pool.join)
+            stack.callback(pool.terminate)  # first: the clients end before their servers stop
             files = [tmp / f"part-{i}.bin" for i in range(max(counts))]
             digests = [write_random(f, args.mib * MiB) for f in files]
-            _, md5sum_seconds = md5sum_twice(files[0])
-            dd_rate = args.mib * MiB / dd_write(files[0], tmp / "dd.out") / 1e6
-            md5sum_rate = args.mib * MiB / md5sum_seconds / 1e6
+            limits = disk_limits(files[0])
             probes = {s: probe_upload(server.files_url) for s, (_, server) in servers.items()}
             for round_ in range(1, args.rounds + 1):
                 for n in counts:
@@ -128,16 +122,8 @@ def main() -> None:
                         cell.cpu_per_gb.append(usage.cpu / (result.nbytes / 1e9))
                         cell.rates.append(result.nbytes / result.seconds / 1e6)
                         cell.engine_share.append(engine_share(before, after))
-        finally:
-            pool.terminate()
-            pool.join()
-            for redis_proc, server in servers.values():
-                server.stop()
-                redis_proc.stop()
 
-    print(
-        f"\n{args.mib} MiB uploads; md5sum {md5sum_rate:.0f} MB/s, dd fdatasync {dd_rate:.0f} MB/s"
-    )
+    print(f"\n{args.mib} MiB uploads; {limits.text()}")
     print("Each cell: server CPU s/GB, median (per round) | aggregate MB/s | md5 updates "
           "through the engine\n")  # fmt: skip
     print("| uploads at once |" + "".join(f" {s} | MB/s | engine |" for s in settings))

@@ -41,14 +41,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis.asyncio as aioredis
 
-from bench.bench_edge import cpu_lines
 from bench.bench_suite import send_file
-from bench.bench_upload import dd_write, md5sum_twice, write_random_file
+from bench.bench_upload import write_random_file
+from bench.machine import cpu_lines, disk_limits, load_average
 from store.locks import LockSettings, acquire_lock
 from store.record import UploadRecord, new_upload_id
 from store.replication import ReplicatedWrites, ReplicaWaitSettings
 from store.state_store import StateStore
-from tests.servers import TOKENS, RedisProcess, ServerProcess, free_port, metric_values
+from tests.servers import (
+    TOKENS,
+    RedisProcess,
+    ServerProcess,
+    free_port,
+    metric_values,
+    wait_until,
+    write_tokens_file,
+)
 from tests.test_large_upload import patch_stream
 from tests.topologies import SYNC_AT_ONCE, replicas_online
 from tests.tus_client import TusTestClient
@@ -198,8 +206,7 @@ class Setting:
 
 @contextlib.contextmanager
 def settings(tmp: Path, checkpoint_mib: int) -> Iterator[list[Setting]]:
-    tokens = tmp / "tokens.txt"
-    tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
+    tokens = write_tokens_file(tmp / "tokens.txt")
     alone = RedisProcess(tmp / "alone", port=free_port())
     master = RedisProcess(tmp / "master", port=free_port(), extra_args=SYNC_AT_ONCE)
     replica = RedisProcess(
@@ -209,8 +216,7 @@ def settings(tmp: Path, checkpoint_mib: int) -> Iterator[list[Setting]]:
     try:
         for process in (alone, master, replica):
             process.start()
-        while replicas_online(master) < 1:
-            time.sleep(0.05)
+        wait_until(lambda: replicas_online(master) >= 1, 30, "the replica in sync")
         made = []
         for name, redis_proc, wait in (
             ("alone", alone, 1),
@@ -242,7 +248,6 @@ def main() -> None:
     started = time.perf_counter()
     for line in cpu_lines():
         print(line)
-    print(f"python {sys.version.split()[0]}, load average {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="bench-wait-") as name:
         tmp = Path(name)
         source = tmp / "upload.bin"
@@ -252,11 +257,7 @@ def main() -> None:
             with open(source, "rb") as whole, open(part, "wb") as handle:
                 whole.seek(index * source.stat().st_size // WRITERS)
                 handle.write(whole.read(source.stat().st_size // WRITERS))
-        _, md5_seconds = md5sum_twice(source)
-        dd_seconds = dd_write(source, tmp / "dd.out")
-        size_mb = source.stat().st_size / 1e6
-        print(f"\nlimits: md5sum {size_mb / md5_seconds:.0f} MB/s, "
-              f"dd conv=fdatasync {size_mb / dd_seconds:.0f} MB/s")  # fmt: skip
+        print(f"\nlimits: {disk_limits(source).text()}")
         fsyncs = fdatasync_times(tmp, 200)
         print(f"limits: 4 KiB write + fdatasync mean {ms(statistics.mean(fsyncs))}, "
               f"p99 {ms(percentile(fsyncs, 0.99))}")  # fmt: skip
@@ -301,7 +302,7 @@ def main() -> None:
                     f"| {setting.name} | {rounds_text(setting.single)} "
                     f"| {rounds_text(setting.concurrent)} | {mean_wait} |"
                 )
-    print(f"\nruntime {time.perf_counter() - started:.0f} s, load average {os.getloadavg()}")
+    print(f"\nruntime {time.perf_counter() - started:.0f} s, load average {load_average()}")
 
 
 if __name__ == "__main__":

@@ -67,8 +67,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
 
-from bench.bench_upload import Bench, dd_write, md5sum_twice
-from bench.machine import cpu_lines, load_average
+from bench.bench_upload import Bench
+from bench.machine import cpu_lines, disk_limits, load_average
 from protocol.headers import TUS_VERSION
 from store import md5_lanes
 from tests.servers import (
@@ -78,6 +78,7 @@ from tests.servers import (
     free_port,
     metric_values,
     wait_until,
+    write_tokens_file,
 )
 from tests.test_large_upload import GeneratedStream, PatchTiming, patch_stream
 from tests.tus_client import TusTestClient
@@ -772,7 +773,7 @@ def machine_lines(started: float, md5: str) -> list[str]:
     return [
         *cpu_lines(),
         f"Machine: {mem} RAM, {platform.system()} {platform.release()}; md5 in the servers: {md5}.",
-        f"Python {platform.python_version()} (aiohttp {aiohttp.__version__}, {loop}); "
+        f"aiohttp {aiohttp.__version__}, {loop}; "
         f"Node {node_version()} (@tus/server {node_package_version('server')}, "
         f"@tus/file-store {node_package_version('file-store')}).",
         f"Suite runtime: {time.perf_counter() - started:.0f} s; load average at the start "
@@ -836,8 +837,7 @@ def main() -> None:
     table = Table()
     with tempfile.TemporaryDirectory(prefix="bench-suite-") as tmp_name:
         tmp = Path(tmp_name)
-        tokens = tmp / "tokens.txt"
-        tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
+        tokens = write_tokens_file(tmp / "tokens.txt")
         redis_1, redis_2 = RedisProcess(tmp / "redis-1"), RedisProcess(tmp / "redis-2")
         server_1 = ServerProcess(tmp / "data-1", redis_1.url, tokens, env=server_env)
         server_2 = ServerProcess(
@@ -873,12 +873,10 @@ def main() -> None:
             part_md5 = [write_random(f, part_size) for f in files]
             for f in files:  # page-cache them, like the single file's md5sum does
                 subprocess.run(["cat", str(f)], stdout=subprocess.DEVNULL, check=True)
-            md5, md5sum_seconds = md5sum_twice(single)
-            md5sum_rate = single_size / md5sum_seconds / 1e6
-            os.sync()
-            dd_seconds = dd_write(single, tmp / "dd.out")
-            dd_rate = single_size / dd_seconds / 1e6
-            say(f"md5sum {md5sum_rate:.0f} MB/s, dd {dd_rate:.0f} MB/s")
+            os.sync()  # the files just written: their writeback is not dd's
+            limits = disk_limits(single)
+            md5, md5sum_rate, dd_rate = limits.md5, limits.md5sum_rate, limits.dd_rate
+            say(limits.text())
 
             probes = {tus_1.label: probe_upload(tus_1.files_url),
                       tus_2.label: probe_upload(tus_2.files_url)}  # fmt: skip

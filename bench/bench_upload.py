@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import requests
 from tusclient import client as tus
 
-from bench.machine import cpu_lines
+from bench.machine import cpu_lines, disk_limits
 from protocol.headers import OFFSET_OCTET_STREAM
-from tests.servers import TOKENS, RedisProcess, ServerProcess
+from tests.servers import TOKENS, RedisProcess, ServerProcess, write_tokens_file
 from tests.test_large_upload import (
     GeneratedStream,
     PatchTiming,
@@ -75,39 +75,23 @@ def write_random_file(path: Path, mib: int) -> None:
             handle.write(os.urandom(MiB))
 
 
-def md5sum_twice(path: Path) -> tuple[str, float]:
-    """md5sum's digest and its time on the 2nd run (the file is then in the page cache)."""
-    runs = []
-    for _ in range(2):
-        start = time.perf_counter()
-        out = subprocess.run(["md5sum", str(path)], check=True, capture_output=True, text=True)
-        runs.append(time.perf_counter() - start)
-    return out.stdout.split()[0], runs[1]
-
-
-def dd_write(source: Path, target: Path) -> float:
-    seconds = timed(
-        lambda: subprocess.run(
-            ["dd", f"if={source}", f"of={target}", "bs=4M", "conv=fdatasync"],
-            check=True,
-            capture_output=True,
-        )
-    )
-    target.unlink()
-    return seconds
-
-
 @contextlib.contextmanager
-def running_server(tmp: Path) -> Iterator[ServerProcess]:
-    """A redis-server and the server (tokens file of the tests' users) in ``tmp``."""
-    tokens = tmp / "tokens.txt"
-    tokens.write_text("".join(f"{token} {user}\n" for user, token in TOKENS.items()))
-    redis_proc = RedisProcess(tmp / "redis")
-    server = ServerProcess(tmp / "data", redis_proc.url, tokens)
+def running_server(
+    tmp: Path,
+    name: str = "",
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[RedisProcess, ServerProcess]]:
+    """A redis-server and the server (tokens file of the tests' users, ``extra_args``,
+    ``env``) in ``tmp``; a ``name`` tells their files from those of others in ``tmp``."""
+    suffix = f"-{name}" if name else ""
+    tokens = write_tokens_file(tmp / f"tokens{suffix}.txt")
+    redis_proc = RedisProcess(tmp / f"redis{suffix}")
+    server = ServerProcess(tmp / f"data{suffix}", redis_proc.url, tokens, extra_args, env)
     try:
         redis_proc.start()
         server.start()
-        yield server
+        yield redis_proc, server
     finally:
         server.stop()
         redis_proc.stop()
@@ -202,6 +186,40 @@ class Bench:
         return timing
 
 
+@dataclass
+class RoundFigures:
+    """One workload's MB/s and its server's CPU seconds per GB, a pair per round."""
+
+    runs: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(rate for rate, _ in self.runs)
+
+    @property
+    def cpu_per_gb(self) -> float:
+        return statistics.median(cpu for _, cpu in self.runs)
+
+    def text(self) -> str:
+        """The median MB/s, every round's in brackets."""
+        return f"{self.rate:.0f} ({', '.join(f'{rate:.0f}' for rate, _ in self.runs)})"
+
+
+def interleaved_rounds(
+    workloads: dict[str, tuple[Bench, Callable[[], float]]], nbytes: int, rounds: int
+) -> dict[str, RoundFigures]:
+    """Each workload (an upload of ``nbytes`` to its bench's server, returning its seconds)
+    once per round, in turn, so that drifts of the machine hit them all."""
+    figures = {label: RoundFigures() for label in workloads}
+    for _ in range(rounds):
+        for label, (bench, upload) in workloads.items():
+            before = bench.cpu_seconds()
+            seconds = upload()
+            cpu = bench.cpu_seconds() - before
+            figures[label].runs.append((nbytes / seconds / 1e6, cpu / (nbytes / 1e9)))
+    return figures
+
+
 def generator_alone(total: int) -> float:
     """The client-side ceiling of a generated upload: producing and hashing, no sending."""
     stream = GeneratedStream()
@@ -265,18 +283,16 @@ def main() -> None:
     print(f"{'':<52} {'wall':>10} {'throughput':>14}")
     with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp_name:
         tmp = Path(tmp_name)
-        with running_server(tmp) as server:
+        with running_server(tmp) as (_, server):
             bench = Bench(server)
             print(f"{'server idle':<52} {'':>26}  {bench.rss()}")
             if size:
                 path = tmp / "random.bin"
                 write_random_file(path, args.size_mib)
-                md5, seconds = md5sum_twice(path)
-                row("md5sum (page-cached, 2nd run)", seconds, size)
-                md5sum_rate = size / seconds / 1e6
-                seconds = dd_write(path, tmp / "ddout")
-                row("dd bs=4M conv=fdatasync (same filesystem)", seconds, size)
-                dd_rate = size / seconds / 1e6
+                limits = disk_limits(path)
+                md5, md5sum_rate, dd_rate = limits.md5, limits.md5sum_rate, limits.dd_rate
+                row("md5sum (page-cached, 2nd run)", limits.md5sum_seconds, size)
+                row("dd bs=4M conv=fdatasync (same filesystem)", limits.dd_seconds, size)
                 label = f"{args.size_mib} MiB, one PATCH, requests + file object"
                 row(label, bench.requests_file_object(path, md5), size, bench.rss())
                 timing = bench.http_client_chunks(path, md5)

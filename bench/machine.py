@@ -1,11 +1,15 @@
 """The machine a benchmark runs on, for the lines printed under its figures: CPU model and
-flags (which md5 kernel can run), load (other processes sharing the cores)."""
+flags (which md5 kernel can run), load (other processes sharing the cores), and the limits
+an upload meets on it (``md5sum`` of a page-cached file, a plain disk write)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -34,3 +38,57 @@ def cpu_lines() -> list[str]:
         f"CPU flags: {cpuinfo_field('flags') or 'unknown'}.",
         f"Python {sys.version.split()[0]}.",
     ]
+
+
+def md5sum_twice(path: Path) -> tuple[str, float]:
+    """md5sum's digest and its time on the 2nd run (the file is then in the page cache)."""
+    runs = []
+    for _ in range(2):
+        start = time.perf_counter()
+        out = subprocess.run(["md5sum", str(path)], check=True, capture_output=True, text=True)
+        runs.append(time.perf_counter() - start)
+    return out.stdout.split()[0], runs[1]
+
+
+def dd_write(source: Path, target: Path) -> float:
+    """Seconds of ``dd bs=4M conv=fdatasync`` copying ``source`` to ``target`` (then removed)."""
+    start = time.perf_counter()
+    subprocess.run(
+        ["dd", f"if={source}", f"of={target}", "bs=4M", "conv=fdatasync"],
+        check=True,
+        capture_output=True,
+    )
+    seconds = time.perf_counter() - start
+    target.unlink()
+    return seconds
+
+
+@dataclass
+class DiskLimits:
+    """What one upload of a file can go no faster than: hashing it, writing it."""
+
+    md5: str
+    nbytes: int
+    md5sum_seconds: float
+    dd_seconds: float
+
+    @property
+    def md5sum_rate(self) -> float:  # MB/s
+        return self.nbytes / self.md5sum_seconds / 1e6
+
+    @property
+    def dd_rate(self) -> float:  # MB/s
+        return self.nbytes / self.dd_seconds / 1e6
+
+    def text(self) -> str:
+        return (
+            f"md5sum {self.md5sum_rate:.0f} MB/s (page-cached, 2nd run), "
+            f"dd bs=4M conv=fdatasync {self.dd_rate:.0f} MB/s (same filesystem)"
+        )
+
+
+def disk_limits(path: Path) -> DiskLimits:
+    """md5sum of ``path`` (page-cached, 2nd run) and dd of it to a file beside it."""
+    md5, md5sum_seconds = md5sum_twice(path)
+    dd_seconds = dd_write(path, path.with_name(f"{path.name}.dd"))
+    return DiskLimits(md5, path.stat().st_size, md5sum_seconds, dd_seconds)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from .servers import TOKENS, InProcessServer, RedisProcess, ServerProcess
+from .servers import TOKENS, InProcessServer, RedisProcess, ServerProcess, write_tokens_file
 from .tus_client import TusTestClient
 
 
@@ -29,11 +29,7 @@ async def redis(redis_proc: RedisProcess) -> AsyncIterator[aioredis.Redis]:
 
 @pytest.fixture
 def tokens_file(tmp_path: Path) -> Path:
-    path = tmp_path / "tokens.txt"
-    path.write_text(
-        "# test users\n" + "".join(f"{token} {user}\n" for user, token in TOKENS.items())
-    )
-    return path
+    return write_tokens_file(tmp_path / "tokens.txt")
 
 
 @pytest.fixture

@@ -35,6 +35,14 @@ from tus_staging.log_format import TextFormatter
 TOKENS = {"alice": "tok-alice", "bob": "tok-bob", "carol": "tok-carol"}
 
 
+def write_tokens_file(path: Path) -> Path:
+    """A tokens file of the TOKENS users at ``path``."""
+    path.write_text(
+        "# test users\n" + "".join(f"{token} {user}\n" for user, token in TOKENS.items())
+    )
+    return path
+
+
 def metric_values(base_url: str) -> dict[str, float]:
     """The server's /metrics as {series with its labels: value} (all workers summed)."""
     values = {}

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from .client_cli import OK, USAGE
+from .client_cli import OK, USAGE, report
 from .client_http import ServerError, base_url, new_session
 from .progress import human_bytes, printable
 from .staging_client import Record, StagingClient, area_path
@@ -121,10 +120,7 @@ def rm(args: argparse.Namespace) -> int:
     if not found.get("exists"):
         raise ServerError(404, f"{path or '/'} does not exist")
     if found.get("isFolder") and not args.recursive:
-        print(
-            f"tus-staging rm: {printable(path or '/')} is a folder: use rm -r to delete it",
-            file=sys.stderr,
-        )
+        report("rm", f"{path or '/'} is a folder: use rm -r to delete it")
         return USAGE
     client.delete(path)
     print(f"deleted {printable(path)}{'/' if found.get('isFolder') else ''}")

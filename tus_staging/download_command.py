@@ -18,8 +18,8 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from .area_commands import client_for
-from .client_cli import FAILED, OK, USAGE
-from .client_http import ServerError, base_url, retrying
+from .client_cli import FAILED, OK, USAGE, report
+from .client_http import ServerError, retrying
 from .progress import FileProgress, Progress, printable
 from .staging_client import Record, StagingClient, area_path
 from .tus_client import BLOCK
@@ -116,7 +116,7 @@ def download(args: argparse.Namespace) -> int:
     remote = area_path(args.path)
     record = client.metadata(remote)
     if record.get("isFolder") or not remote:
-        print(f"tus-staging get: {printable(remote or '/')} is a folder", file=sys.stderr)
+        report("get", f"{remote or '/'} is a folder")
         return USAGE
     size = record.get("size")
     if not isinstance(size, int) or size < 0:
@@ -125,7 +125,7 @@ def download(args: argparse.Namespace) -> int:
     partial_path = target.with_name(target.name + PARTIAL_SUFFIX)
     store = ResumeStore(cache_dir() / "downloads.json")
     key = resume_key(
-        kind="download", server=base_url(args.url), user=token_identity(args.token),
+        kind="download", server=client.base_url, user=token_identity(args.token),
         path=remote, target=str(target.resolve()),
     )  # fmt: skip
     validator = {"size": size, "mtime": record.get("mtime"), "md5": record.get("md5")}
@@ -144,10 +144,10 @@ def download(args: argparse.Namespace) -> int:
         raise
     if got != size or (record.get("md5") and md5 != record["md5"]):
         discard()
-        print(
-            f"tus-staging get: {printable(remote)}: got {got} bytes with md5 {md5}, "
-            f"expected {size} with md5 {record.get('md5')}; the partial file was removed",
-            file=sys.stderr,
+        report(
+            "get",
+            f"{remote}: got {got} bytes with md5 {md5}, expected {size} with md5 "
+            f"{record.get('md5')}; the partial file was removed",
         )
         return FAILED
     os.replace(partial_path, target)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-from .client_cli import FAILED, OK, USAGE
+from .client_cli import FAILED, OK, USAGE, report
 from .client_http import ServerError, base_url, new_session, retrying
 from .progress import FileProgress, Progress, human_bytes, printable
 from .tus_client import FileChanged, FileRange, TusClient, find_endpoint
@@ -247,7 +247,7 @@ def upload(args: argparse.Namespace) -> int:
         url = base_url(args.url)
         jobs = files_to_upload(args.paths, args.dest)
     except (FileNotFoundError, ValueError) as error:
-        print(f"tus-staging upload: {error}", file=sys.stderr)
+        report("upload", str(error))
         return USAGE
     endpoint = find_endpoint(new_session(args.token), url)
     progress = Progress(sum(job.size for job in jobs))
@@ -267,6 +267,6 @@ def upload(args: argparse.Namespace) -> int:
     print(summary(results, time.monotonic() - started), file=sys.stderr)
     failed = sum(1 for r in results if r.error is not None)
     if failed:
-        print(f"tus-staging upload: {failed} of {len(jobs)} file(s) failed", file=sys.stderr)
+        report("upload", f"{failed} of {len(jobs)} file(s) failed")
         return FAILED
     return OK
