@@ -71,11 +71,7 @@ def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
     """Temp file + fsync + rename: readers see the old document or the new one, never half.
     For sidecars, and for any small JSON state file that concurrent readers share."""
     ensure_dir(path.parent)
-    replace_file_contents(path, _encoded(record))
-
-
-def _encoded(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, ensure_ascii=False).encode()
+    replace_file_contents(path, json.dumps(record, ensure_ascii=False).encode())
 
 
 def matches_stat(record: dict[str, Any], info: os.stat_result) -> bool:
@@ -101,8 +97,8 @@ def write_sidecar(path: Path, metadata_home: Path, record: dict[str, Any]) -> No
     needed (the file became a folder), or a stale folder where the sidecar goes, is
     removed first."""
     if not os.path.isfile(path):
-        make_room(metadata_home, path)  # (which makes the sidecar's folder)
-    replace_file_contents(path, _encoded(record))
+        make_room(metadata_home, path)
+    write_json_atomically(path, record)
 
 
 def remove_sidecar(layout: DataLayout, user: str, relative: PurePosixPath) -> None:
