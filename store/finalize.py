@@ -34,10 +34,11 @@ from typing import Any
 
 from protocol.errors import Conflict, TusError
 
+from .area_files import mtime_ms
 from .crash_points import crash_point
 from .layout import DataLayout
 from .partial import READ_BLOCK, StreamState, partial_path, stat_identity
-from .paths import UnsafePath, ensure_dir, open_dir_inside, twin_of, user_root
+from .paths import UnsafePath, ensure_dir, open_dir_inside, twin_of
 from .record import UploadRecord
 from .sidecar import metadata_record, read_tail, remove_sidecar, write_sidecar
 
@@ -156,10 +157,10 @@ def _place_once(record: UploadRecord, layout: DataLayout) -> int | None:
 def _write_result(
     record: UploadRecord, layout: DataLayout, relative: PurePosixPath, info: os.stat_result
 ) -> int:
-    mtime = int(info.st_mtime * 1000)
+    mtime = mtime_ms(info.st_mtime)
     write_sidecar(
         layout.sidecar_path(record.owner, relative),
-        user_root(layout.metadata_dir, record.owner),
+        layout.metadata_home(record.owner),
         result_with_mtime(record.result, mtime),
     )
     return mtime
