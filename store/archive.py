@@ -325,6 +325,8 @@ class _Members:
         self.folder_times[relative] = mtime
 
     def symlink(self, relative: PurePosixPath, target: str) -> None:
+        if not target:  # no link can be made to it (ENOENT)
+            raise BadRequest(f"archive member {relative} is a link to nothing")
         self._make_folders(relative.parent)
         self.symlinks.append((relative, target))
 

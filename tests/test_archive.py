@@ -263,6 +263,14 @@ def test_symlinks_out_are_refused(area: Area, links: list[tuple[str, str]]) -> N
     refused(area, "links.tar", tar_bytes(members))
 
 
+def test_a_link_to_nothing_is_refused(area: Area) -> None:
+    # A symlink with an empty target cannot be made (ENOENT): tar reports it and goes on.
+    refused(area, "empty.tar", tar_bytes([(member("empty", tarfile.SYMTYPE, ""), None)]))
+    assert "a link to nothing" in refused(area, "empty2.tar", tar_bytes(
+        [(member("f"), b"x"), (member("d/empty", tarfile.SYMTYPE, ""), None)]
+    ))  # fmt: skip
+
+
 def test_symlinks_inside_are_made_after_the_files(area: Area) -> None:
     members = [
         (member("data", tarfile.DIRTYPE), None),
