@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from tus_staging.auth import TokensFileError, is_token_text, parse_tokens_file
 
 from .fake_auth import FakeAuthService
-from .servers import TOKENS, RedisProcess, ServerProcess, read_response
+from .servers import TOKENS, ServerProcess, read_response
 
 # --- the file's grammar ----------------------------------------------------------------------
 
@@ -134,18 +134,14 @@ def test_non_ascii_credentials_are_401_with_a_tokens_file(
 
 
 @pytest.fixture
-def kbase_server(tmp_path: Path, redis_proc: RedisProcess) -> Iterator[ServerProcess]:
-    with FakeAuthService({"kb-token": "kbuser"}) as auth:
-        server = ServerProcess(tmp_path / "data", redis_proc.url, None, ["--auth-url", auth.url])
-        server.start()
-        server.auth = auth  # type: ignore[attr-defined]
-        yield server
-        server.stop()
+def auth_service() -> Iterator[FakeAuthService]:
+    with FakeAuthService({"kb-token": "kbuser"}) as service:
+        yield service
 
 
 @pytest.mark.parametrize("header", HOSTILE_CREDENTIALS)
 def test_non_ascii_credentials_are_401_with_kbase_auth_and_never_sent_on(
-    kbase_server: ServerProcess, header: bytes
+    kbase_server: ServerProcess, auth_service: FakeAuthService, header: bytes
 ) -> None:
     assert status_of(kbase_server, header) == 401
-    assert kbase_server.auth.calls == 0  # type: ignore[attr-defined]
+    assert auth_service.calls == 0
