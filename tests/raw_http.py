@@ -7,8 +7,11 @@ import json
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from .servers import ServerAddress
 
 
 @dataclass
@@ -112,3 +115,11 @@ class RawConnection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def raw_status(server: ServerAddress, head: bytes) -> int:
+    """Send ``head`` exactly as given (no client-side checks or normalisation); the status
+    of the answer."""
+    with RawConnection(server.url, timeout=10) as connection:
+        connection.send(head)
+        return connection.read_response().status

@@ -4,7 +4,6 @@ the server runs, and bytes in Authorization that can be no token answered 401, n
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,8 @@ from hypothesis import strategies as st
 from tus_staging.auth import TokensFileError, is_token_text, parse_tokens_file
 
 from .fake_auth import FakeAuthService
-from .servers import TOKENS, ServerProcess, read_response
+from .raw_http import raw_status
+from .servers import TOKENS, ServerProcess
 
 # --- the file's grammar ----------------------------------------------------------------------
 
@@ -121,9 +121,9 @@ HOSTILE_CREDENTIALS = [
 
 
 def status_of(server: ServerProcess, header: bytes) -> int:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"GET /test-auth HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\n\r\n")
-        return read_response(sock)[0]
+    return raw_status(
+        server, b"GET /test-auth HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\n\r\n"
+    )
 
 
 @pytest.mark.parametrize("header", HOSTILE_CREDENTIALS)
