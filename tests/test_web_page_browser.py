@@ -18,12 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
 from .conftest import md5_of
 from .fault_proxy import FaultProxy, throttle
-from .js_env import JS_DIR, MiB, npm_install, random_file, require_chromium
+from .js_env import JS_DIR, MiB, random_file, require_chromium
 from .servers import TOKENS, RedisProcess, ServerProcess, wait_until
 
 USER = "alice"
@@ -36,12 +35,6 @@ PARTS = 4
 TEXT_LINES = 49_152  # of 64 bytes: 3 MiB
 
 _LOG_FIELD = re.compile(r"(\w+)=(\S+)")
-
-
-@pytest.fixture(scope="module")
-def node_modules() -> Path:
-    require_chromium()
-    return npm_install(JS_DIR)
 
 
 def request_log(server: ServerProcess, start: int = 0) -> list[dict[str, str]]:
@@ -107,6 +100,7 @@ class Driver:
 def test_page_in_headless_chromium(
     node_modules: Path, server: ServerProcess, tokens_file: Path, tmp_path: Path
 ) -> None:
+    require_chromium()
     src = tmp_path / "src"
     files = [text_file(src / "notes.txt", TEXT_LINES), random_file(src / "two.dat", 1 * MiB)]
     folder = src / "results"
@@ -214,6 +208,7 @@ def test_page_in_single_user_mode(
     node_modules: Path, redis_proc: RedisProcess, tmp_path: Path
 ) -> None:
     """No sign-in; the page's own unsafe requests (same origin) go through; home uploads."""
+    require_chromium()
     server = ServerProcess(tmp_path / "data", redis_proc.url, tokens_file=None)
     server.start()
     try:
