@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -20,7 +19,6 @@ class RawResponse:
     reason: str
     headers: dict[str, str]  # lower-case names; a repeated field's lines joined by ", "
     body: bytes = b""
-    lines: list[str] = field(default_factory=list)  # the head's field lines, as sent
 
     @property
     def interim(self) -> bool:
@@ -89,7 +87,7 @@ class RawConnection:
             name, _, value = line.partition(":")
             key = name.strip().lower()
             headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-        response = RawResponse(int(status), reason, headers, lines=lines)
+        response = RawResponse(int(status), reason, headers)
         if response.interim or head_request or response.status in (204, 304):
             return response
         length = int(headers.get("content-length", "0"))
@@ -104,10 +102,7 @@ class RawConnection:
             raise ConnectionError(f"connection closed mid-response: {self.buffer[:200]!r}")
         self.buffer += data
 
-    def close(self, *, reset: bool = False) -> None:
-        """Close (FIN), or reset (RST: SO_LINGER 0) the connection."""
-        if reset:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    def close(self) -> None:
         self.sock.close()
 
     def __enter__(self) -> RawConnection:
