@@ -82,8 +82,8 @@ def test_ls_shows_one_level_folders_first(server: ServerProcess, cli: Run) -> No
 
 
 def test_ls_asks_for_one_level_and_keeps_only_direct_children(tmp_path: Path) -> None:
-    # The server's /list is becoming recursive (as KBase's is): depth=1 asks for one
-    # level, and a server that answers with the whole tree anyway is trimmed.
+    # The server's /list is recursive (as KBase's is): depth=1 asks for one level, and a
+    # server that answers with the whole tree anyway is trimmed.
     tree = [
         {"name": "run7", "path": "alice/run7", "mtime": 0, "size": 4096, "isFolder": True},
         {"name": "raw", "path": "alice/run7/raw", "mtime": 0, "size": 4096, "isFolder": True},
