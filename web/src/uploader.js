@@ -5,7 +5,7 @@ import Uppy from '@uppy/core'
 import Dashboard from '@uppy/dashboard'
 import Tus from '@uppy/tus'
 import { defaultOptions as tusDefaults } from 'tus-js-client'
-import { destinationFolder } from './paths.js'
+import { destinationFolder, folderLabel } from './paths.js'
 
 // Files at least this big go up in parallel parts joined by the server (tus
 // concatenation): several connections carry more than one on a long, lossy path. The
@@ -113,5 +113,5 @@ export function createUploader({ target, endpoint, headers, user, maxSize, folde
 }
 
 function noteFor(folder) {
-  return `Files you add go to ${folder ? `/${folder}` : 'your home folder'}`
+  return `Files you add go to ${folderLabel(folder, { rooted: true })}`
 }
