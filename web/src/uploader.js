@@ -5,6 +5,7 @@ import Uppy from '@uppy/core'
 import Dashboard from '@uppy/dashboard'
 import Tus from '@uppy/tus'
 import { defaultOptions as tusDefaults } from 'tus-js-client'
+import { firstLine } from './api.js'
 import { destinationFolder, folderLabel } from './paths.js'
 
 // Files at least this big go up in parallel parts joined by the server (tus
@@ -46,7 +47,7 @@ class ScopedUrlStorage {
 /** The server's one-line reason for a failed upload, else the client's message. */
 function uploadFailure(error, response) {
   const text = response?.body?.xhr?.responseText ?? error?.originalResponse?.getBody?.()
-  const line = typeof text === 'string' ? text.trim().split('\n', 1)[0] : ''
+  const line = typeof text === 'string' ? firstLine(text) : ''
   return line || error?.message || String(error)
 }
 
