@@ -82,7 +82,10 @@ export class Api {
     return text.replace(/^I'm authenticated as /, '').trim()
   }
 
-  /** Entries of one folder (asks for one level; keeps only its children if given more). */
+  /**
+   * Entries of one folder: asks for one level. A server may answer with more; the view
+   * keeps the folder's own children (directChildren in paths.js).
+   */
   async list(folder) {
     const response = await this.request('GET', 'list', folder, { query: { depth: '1' } })
     return response.json()
