@@ -92,10 +92,14 @@ class OnTerminal:
         return code
 
 
-def access_log(server: ServerProcess) -> list[dict[str, str]]:
-    """The server's request log lines as fields, with ``start`` and ``end`` (datetimes)."""
+def access_log(server: ServerProcess, from_byte: int = 0) -> list[dict[str, str]]:
+    """The server's request log lines from byte ``from_byte`` on as fields, with ``start``
+    and ``end`` (datetimes). Whole lines only: the server may be writing the last one."""
+    with open(server.log_path, "rb") as handle:
+        handle.seek(from_byte)
+        text = handle.read().decode(errors="replace")
     lines = []
-    for line in server.log_path.read_text(errors="replace").splitlines():
+    for line in text.split("\n")[:-1]:
         if " tus_staging.access " not in line:
             continue
         date, clock, _, _, *pairs = line.split(" ")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from .js_env import JS_DIR, npm_install
 from .servers import TOKENS, InProcessServer, RedisProcess, ServerProcess, write_tokens_file
 from .tus_client import TusTestClient
 
@@ -97,3 +98,10 @@ def kbase_server(tmp_path: Path, redis_proc: RedisProcess, auth_service) -> Iter
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """tests/js's npm packages (tus-js-client, Uppy, esbuild, playwright-core), installed
+    from the lock file once."""
+    return npm_install(JS_DIR)

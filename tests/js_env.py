@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 JS_DIR = Path(__file__).parent / "js"
-CHROMIUM = Path("/usr/bin/chromium")
+# As tests/js/chromium.mjs finds it.
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 MiB = 1024 * 1024
 
 
@@ -56,7 +57,8 @@ def npm_install(directory: Path) -> Path:
 def require_chromium() -> None:
     if not CHROMIUM.exists():
         pytest.skip(
-            f"no Chromium at {CHROMIUM} (apt install chromium); browsers are not downloaded"
+            f"no Chromium at {CHROMIUM} (apt install chromium, or set CHROMIUM_PATH); "
+            "browsers are not downloaded"
         )
 
 

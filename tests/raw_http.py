@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from .servers import ServerAddress
 
 
 @dataclass
@@ -17,7 +19,6 @@ class RawResponse:
     reason: str
     headers: dict[str, str]  # lower-case names; a repeated field's lines joined by ", "
     body: bytes = b""
-    lines: list[str] = field(default_factory=list)  # the head's field lines, as sent
 
     @property
     def interim(self) -> bool:
@@ -86,7 +87,7 @@ class RawConnection:
             name, _, value = line.partition(":")
             key = name.strip().lower()
             headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-        response = RawResponse(int(status), reason, headers, lines=lines)
+        response = RawResponse(int(status), reason, headers)
         if response.interim or head_request or response.status in (204, 304):
             return response
         length = int(headers.get("content-length", "0"))
@@ -101,10 +102,7 @@ class RawConnection:
             raise ConnectionError(f"connection closed mid-response: {self.buffer[:200]!r}")
         self.buffer += data
 
-    def close(self, *, reset: bool = False) -> None:
-        """Close (FIN), or reset (RST: SO_LINGER 0) the connection."""
-        if reset:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    def close(self) -> None:
         self.sock.close()
 
     def __enter__(self) -> RawConnection:
@@ -112,3 +110,11 @@ class RawConnection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def raw_status(server: ServerAddress, head: bytes) -> int:
+    """Send ``head`` exactly as given (no client-side checks or normalisation); the status
+    of the answer."""
+    with RawConnection(server.url, timeout=10) as connection:
+        connection.send(head)
+        return connection.read_response().status

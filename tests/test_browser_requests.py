@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .js_env import require_chromium
 from .servers import ServerProcess
-from .test_js_clients import node_modules, run_node, static_http_server  # noqa: F401
+from .test_js_clients import run_node, static_http_server
 
 ATTACK_PAGE = """<!doctype html>
 <form id="form" method="POST" action="{server}/mkdir/by-form" target="sink">
@@ -41,7 +41,7 @@ window.attack = async () => {{
 
 
 def test_a_page_of_another_origin_changes_nothing_and_a_page_of_the_server_works(
-    node_modules: Path,  # noqa: F811
+    node_modules: Path,
     tmp_path: Path,
     make_server,
 ) -> None:

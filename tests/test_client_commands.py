@@ -7,8 +7,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,9 +81,9 @@ def test_ls_shows_one_level_folders_first(server: ServerProcess, cli: Run) -> No
     )  # fmt: skip
 
 
-def test_ls_asks_for_one_level_and_keeps_only_direct_children() -> None:
-    # The server's /list is becoming recursive (as KBase's is): depth=1 asks for one
-    # level, and a server that answers with the whole tree anyway is trimmed.
+def test_ls_asks_for_one_level_and_keeps_only_direct_children(tmp_path: Path) -> None:
+    # The server's /list is recursive (as KBase's is): depth=1 asks for one level, and a
+    # server that answers with the whole tree anyway is trimmed.
     tree = [
         {"name": "run7", "path": "alice/run7", "mtime": 0, "size": 4096, "isFolder": True},
         {"name": "raw", "path": "alice/run7/raw", "mtime": 0, "size": 4096, "isFolder": True},
@@ -96,19 +94,11 @@ def test_ls_asks_for_one_level_and_keeps_only_direct_children() -> None:
     body = json.dumps(tree).encode()
     answer = (200, {"Content-Type": "application/json"}, body)
     with ScriptedServer({"/list/": answer, "/list/run7": answer}) as scripted:
-        top = run_elsewhere(scripted.url, "ls", "--json")
-        inner = run_elsewhere(scripted.url, "ls", "run7", "--json")
+        top = run_cli(tmp_path, "ls", "--json", "--url", scripted.url)
+        inner = run_cli(tmp_path, "ls", "run7", "--json", "--url", scripted.url)
     assert [e["name"] for e in json.loads(top.stdout)] == ["run7", "top"]
     assert [e["name"] for e in json.loads(inner.stdout)] == ["raw", "n.txt"]
     assert scripted.requests == [("GET", "/list/?depth=1"), ("GET", "/list/run7?depth=1")]
-
-
-def run_elsewhere(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUS_STAGING_")}
-    return subprocess.run(
-        [sys.executable, "-m", "tus_staging.cli", *args, "--url", url, "--token", "t"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
 
 
 def test_info_prints_the_metadata_record(server: ServerProcess, cli: Run) -> None:
@@ -308,7 +298,9 @@ def test_a_partial_copy_of_a_file_changed_since_is_not_continued(
     assert (tmp_path / "data.bin").read_bytes() == new
 
 
-def test_get_refuses_what_does_not_match_the_record(tmp_path: Path) -> None:
+def test_get_refuses_what_does_not_match_the_record(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     def record(name: str, size: int, md5: str) -> tuple[int, dict[str, str], bytes]:
         fields = {"name": name, "path": f"u/{name}", "mtime": 0, "size": size,
                   "isFolder": False, "md5": md5}  # fmt: skip
@@ -322,10 +314,12 @@ def test_get_refuses_what_does_not_match_the_record(tmp_path: Path) -> None:
         "/download/too-long": (200, {}, body),
         "/metadata/no-size": (200, {}, b'{"name": "no-size", "isFolder": false}'),
     }) as lying:  # fmt: skip
+        cli_dir = tmp_path_factory.mktemp("cli")  # its cache: not in tmp_path, kept empty
         results = {
-            name: run_elsewhere(lying.url, "get", name, str(tmp_path / name), "--retry-delay", "0")
+            name: run_cli(cli_dir, "get", name, str(tmp_path / name), "--retry-delay", "0",
+                          "--url", lying.url)
             for name in ("wrong-md5", "too-long", "no-size")
-        }
+        }  # fmt: skip
     assert "expected 10 with md5 " + "0" * 32 in results["wrong-md5"].stderr
     assert "sent more than the 4 bytes announced" in results["too-long"].stderr
     assert "has no size" in results["no-size"].stderr

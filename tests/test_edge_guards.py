@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,7 +21,8 @@ from tus_staging.allowed_hosts import AllowedHosts, HostValue, parse_host
 from tus_staging.cors import CorsPolicy, normalized_origin
 from tus_staging.cross_origin import is_cross_origin
 
-from .servers import TOKENS, ServerProcess, read_response
+from .raw_http import raw_status
+from .servers import TOKENS, ServerProcess
 from .tus_client import encode_metadata
 
 EVIL = "https://evil.example"
@@ -238,12 +238,6 @@ def test_no_cors_in_single_user_mode_unless_origins_are_given(single_user) -> No
     assert "Access-Control-Allow-Methods" not in preflight.headers
 
 
-def raw_status(server: ServerProcess, head: str) -> int:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(head.encode("latin-1"))
-        return read_response(sock)[0]
-
-
 def test_a_request_for_another_host_name_is_misdirected_and_changes_nothing(single_user) -> None:
     server = single_user()
     (home(server) / "victim.txt").write_text("v")
@@ -255,7 +249,7 @@ def test_a_request_for_another_host_name_is_misdirected_and_changes_nothing(sing
         assert refused.text.count("\n") == 1 and "--allowed-hosts" in refused.text
     assert nothing_changed(server)
     for malformed in ("Host: evil example\r\n", "Host: [::1\r\n", ""):  # "": HTTP/1.0, none
-        status = raw_status(server, f"GET /list/ HTTP/1.0\r\n{malformed}\r\n")
+        status = raw_status(server, f"GET /list/ HTTP/1.0\r\n{malformed}\r\n".encode("latin-1"))
         assert status == 400, malformed
     for host in ("localhost", "LOCALHOST.", f"localhost:{server.port}", "127.0.0.2", "[::1]:80",
                  "[0:0::1]", f"127.0.0.1:{server.port}"):  # fmt: skip

@@ -147,9 +147,7 @@ def test_no_field_value_fails_the_server(
     headers = [("Authorization", f"Bearer {TOKENS['alice']}"), *fields.items()]
     headers.append(("Content-Length", str(len(body))))
     with client.connect() as connection:
-        connection.send_head(method, target, headers)
-        connection.send(body)
-        final = connection.responses(head_request=method == "HEAD")[-1]
+        final = connection.request(method, target, headers, body)[-1]
     assert final.status < 500, (final, fields)
     after = client.head(path)
     if final.status >= 400 and method != "DELETE":

@@ -32,7 +32,7 @@ import requests
 
 from .conftest import md5_of
 from .fault_proxy import FaultProxy, throttle
-from .js_env import JS_DIR, MiB, npm_install, random_file, require_chromium
+from .js_env import JS_DIR, MiB, random_file, require_chromium
 from .servers import TOKENS, ServerProcess, free_port
 
 USER = "alice"
@@ -40,12 +40,6 @@ TOKEN = TOKENS[USER]
 
 
 # --- npm packages, the page bundle, a static HTTP server -------------------------------------
-
-
-@pytest.fixture(scope="session")
-def node_modules() -> Path:
-    """tests/js's npm packages, installed from the lock file."""
-    return npm_install(JS_DIR)
 
 
 @pytest.fixture(scope="session")

@@ -10,17 +10,11 @@ import pytest
 
 from .fault_proxy import FaultProxy, throttle
 from .ietf_client import IetfClient
-from .js_env import JS_DIR, MiB, npm_install, random_file
+from .js_env import MiB, random_file
 from .servers import TOKENS, InProcessServer
 from .test_js_clients import assert_staged, node_upload
 
 pytestmark = pytest.mark.in_process
-
-
-@pytest.fixture(scope="session")
-def tus_js_client() -> Path:
-    """tests/js's npm packages: tus-js-client 4.3.1 among them."""
-    return npm_install(JS_DIR)
 
 
 # A Buffer: tus-js-client 4.3.1 never says Upload-Complete: ?1 on the last of several
@@ -36,7 +30,7 @@ IETF = ("--protocol", "ietf-draft-05", "--buffer")
     ids=["5MiB-chunks", "one-patch"],  # one-patch: the abort cuts the only append (?1)
 )
 def test_an_aborted_upload_is_resumed_from_the_stored_url(
-    tus_js_client: Path, server: InProcessServer, tmp_path: Path, chunk_size: int
+    node_modules: Path, server: InProcessServer, tmp_path: Path, chunk_size: int
 ) -> None:
     source = random_file(tmp_path / "src" / "drafted.bin", 32 * MiB)
     storage = ("--url-storage", str(tmp_path / "tus-url-storage.json"))
@@ -69,7 +63,7 @@ def test_an_aborted_upload_is_resumed_from_the_stored_url(
 
 
 def test_a_creation_with_the_content(
-    tus_js_client: Path, server: InProcessServer, tmp_path: Path
+    node_modules: Path, server: InProcessServer, tmp_path: Path
 ) -> None:
     source = random_file(tmp_path / "src" / "at-once.bin", 3 * MiB + 11)
     report = node_upload(

@@ -7,7 +7,6 @@ import base64
 import json
 import logging
 import re
-import socket
 import sys
 
 from hypothesis import given
@@ -21,7 +20,7 @@ from tus_staging.log_format import (
     text_value,
 )
 
-from .servers import ServerProcess, read_response
+from .raw_http import raw_status
 
 # What Python's str.splitlines() (and so many log readers) takes for a line break.
 LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
@@ -96,23 +95,17 @@ TIMESTAMPED = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
 FORGED_PATH = "/x%0a2030-01-01%2000:00:00,000%20INFO%20tus_staging.access%20forged%0d%1b[2K"
 
 
-def send_raw(server: ServerProcess, head: bytes) -> int:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(head)
-        return read_response(sock)[0]
-
-
 def test_a_forged_path_or_header_writes_no_line_into_the_text_log(make_server) -> None:
     server = make_server()
     start = server.log_path.stat().st_size
     host = f"Host: 127.0.0.1:{server.port}\r\n".encode()
-    send_raw(server, b"GET " + FORGED_PATH.encode() + b" HTTP/1.1\r\n" + host + b"\r\n")
+    raw_status(server, b"GET " + FORGED_PATH.encode() + b" HTTP/1.1\r\n" + host + b"\r\n")
     # A header value (a file name in Upload-Metadata) echoed in a refusal's reason.
     name = base64.b64encode(b"x\n2030-01-01 00:00:00,000 INFO forged").decode()
     head = (b"POST /files/ HTTP/1.1\r\n" + host + b"Tus-Resumable: 1.0.0\r\n"
             b"Authorization: tok-alice\r\nUpload-Length: 1\r\nContent-Length: 0\r\n"
             b"Upload-Metadata: filename " + name.encode() + b"\r\n\r\n")  # fmt: skip
-    assert send_raw(server, head) == 400
+    assert raw_status(server, head) == 400
     lines = server.log_path.read_bytes()[start:].decode().split("\n")[:-1]
     assert len(lines) == 2, lines
     assert all(TIMESTAMPED.match(line) for line in lines), lines
@@ -123,7 +116,7 @@ def test_the_json_log_keeps_a_forged_path_in_its_field(make_server) -> None:
     server = make_server("--log-format", "json")
     start = server.log_path.stat().st_size
     host = f"Host: 127.0.0.1:{server.port}\r\n".encode()
-    send_raw(server, b"GET " + FORGED_PATH.encode() + b" HTTP/1.1\r\n" + host + b"\r\n")
+    raw_status(server, b"GET " + FORGED_PATH.encode() + b" HTTP/1.1\r\n" + host + b"\r\n")
     lines = server.log_path.read_bytes()[start:].decode().split("\n")[:-1]
     assert len(lines) == 1
     assert json.loads(lines[0])["path"].startswith("/x\n2030-01-01 00:00:00,000 INFO")

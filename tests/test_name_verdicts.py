@@ -4,7 +4,6 @@ refuses a few more names on top, in that service's words: tests/test_staging_upl
 
 from __future__ import annotations
 
-import base64
 import itertools
 from urllib.parse import quote
 
@@ -14,6 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from .servers import TOKENS
+from .tus_client import TusTestClient
 
 pytestmark = pytest.mark.in_process
 
@@ -64,23 +64,12 @@ def verdict(response: requests.Response) -> bool:
     return response.status_code < 300
 
 
+def tus(server) -> TusTestClient:
+    return TusTestClient(server.files_url, TOKENS["alice"])
+
+
 def by_tus(server, folder: str, name: str) -> bool:
-    metadata = (
-        f"filename {base64.b64encode(name.encode()).decode()},"
-        f"destPath {base64.b64encode(folder.encode()).decode()}"
-    )
-    return verdict(
-        requests.post(
-            server.files_url,
-            headers={
-                **HEADERS,
-                "Tus-Resumable": "1.0.0",
-                "Upload-Length": "0",
-                "Upload-Metadata": metadata,
-            },
-            timeout=30,
-        )
-    )
+    return verdict(tus(server).create(0, name, destPath=folder))
 
 
 def by_mkdir(server, folder: str, name: str) -> bool:
@@ -91,13 +80,7 @@ def by_mkdir(server, folder: str, name: str) -> bool:
 
 def by_mv(server, folder: str, name: str) -> bool:
     assert verdict(requests.post(f"{server.url}/mkdir/{folder}", headers=HEADERS, timeout=30))
-    created = requests.post(
-        server.files_url,
-        headers={**HEADERS, "Tus-Resumable": "1.0.0", "Upload-Length": "0",
-                 "Upload-Metadata": f"filename {base64.b64encode(b'src.bin').decode()},"
-                 f"destPath {base64.b64encode(folder.encode()).decode()}"},
-        timeout=30,
-    )  # fmt: skip
+    created = tus(server).create(0, "src.bin", destPath=folder)
     assert created.status_code == 201
     return verdict(
         requests.patch(

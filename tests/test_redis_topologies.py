@@ -50,7 +50,7 @@ from .servers import (
     read_response,
 )
 from .topologies import RedisClusterProcesses, SentinelProcesses, role
-from .tus_client import TusTestClient, encode_metadata, upload_id_of
+from .tus_client import TusTestClient, upload_id_of
 
 MiB = 1 << 20
 
@@ -259,28 +259,8 @@ def test_an_upload_lives_its_whole_life_on_a_cluster(
     response = alice.patch(deferred, 0, b"abc", Upload_Length="3")
     assert response.status_code == 204, response.text
 
-    parts = []
-    for piece in (b"first ", b"second"):
-        part = alice.session.post(
-            alice.files_url,
-            headers=alice.headers(
-                Upload_Length=str(len(piece)),
-                Upload_Concat="partial",
-                Upload_Metadata=encode_metadata(filename="part"),
-            ),
-            timeout=30,
-        )
-        assert part.status_code == 201, part.text
-        parts.append(alice.location(part))
-        assert alice.patch(parts[-1], 0, piece).status_code == 204
-    final = alice.session.post(
-        alice.files_url,
-        headers=alice.headers(
-            Upload_Concat="final;" + " ".join(parts),
-            Upload_Metadata=encode_metadata(filename="joined.txt"),
-        ),
-        timeout=30,
-    )
+    parts = [alice.create_partial(piece, filename="part") for piece in (b"first ", b"second")]
+    final = alice.create_final(parts, "joined.txt")
     assert final.status_code == 201, final.text
     joined = cluster_server.data_dir / "staging" / "alice" / "joined.txt"
     assert joined.read_bytes() == b"first second"

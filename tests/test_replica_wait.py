@@ -19,6 +19,7 @@ from store.replication import PRESENCE_TTL, ReplicatedWrites, ReplicaWaitSetting
 from store.topology import BadRedisUrl, connect
 from tus_staging.app import connect_state_store
 
+from .hand_clock import Clock
 from .servers import TOKENS, InProcessServer, RedisProcess, free_port, metric_values, wait_until
 from .topologies import SYNC_AT_ONCE, replicas_online, role
 from .tus_client import TusTestClient
@@ -67,14 +68,6 @@ class Waits(list[tuple[float, bool]]):
         self.append((seconds, acknowledged))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_an_acknowledged_write_survives_its_master(pair: Pair, master) -> None:
     waits = Waits()
     writes = ReplicatedWrites(master, ReplicaWaitSettings(replicas=1, timeout=2.0), waits)
@@ -105,7 +98,7 @@ async def test_a_write_no_replica_acknowledges_stands_on_the_master(pair: Pair, 
 
 
 async def test_no_wait_without_an_online_replica(pair: Pair, master) -> None:
-    waits, clock = Waits(), Clock()
+    waits, clock = Waits(), Clock(1000.0)
     writes = ReplicatedWrites(master, ReplicaWaitSettings(), waits, clock)
     key = upload_key("c" * 32)
     await writes.command(key, ("HSET", key, "offset", 1))

@@ -7,13 +7,13 @@ import gzip
 import hashlib
 import json
 import os
-import socket
 from importlib import metadata as package_metadata
 from pathlib import Path
 
 import pytest
 import requests
 
+from .raw_http import raw_status
 from .servers import TOKENS, ServerProcess
 from .tus_client import TusTestClient
 
@@ -627,13 +627,11 @@ def test_a_bad_mappings_file_stops_the_start(tmp_path: Path, make_server, conten
 
 def raw_get(server: ServerProcess, target: str, token: str) -> int:
     """Send a request line exactly as given (no client-side path normalisation)."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(
-            f"GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
-            "Connection: close\r\n\r\n".encode()
-        )
-        head = sock.recv(4096).decode("latin-1")
-    return int(head.split(" ", 2)[1])
+    return raw_status(
+        server,
+        f"GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+        "Connection: close\r\n\r\n".encode(),
+    )
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .servers import TOKENS, ServerProcess
+from .servers import TOKENS, ServerProcess, wait_until
 from .tus_client import TusTestClient
 
 SECRET = b"bob's secret bytes"
@@ -220,7 +220,7 @@ def test_listing_a_big_folder_does_not_hold_up_other_requests(server: ServerProc
     watcher = threading.Thread(target=meanwhile)
     watcher.start()
     try:
-        time.sleep(0.2)  # the watcher's connection is open and warm
+        wait_until(lambda: latencies, 10, "an answer to the watcher (its connection warm)")
         baseline = len(latencies)
         started = time.monotonic()
         answer = requests.get(f"{server.url}/list/big", headers=headers, timeout=120)

@@ -24,22 +24,14 @@ from store.quotas import TooManyUploads, UserLimits
 from store.record import UploadRecord
 from store.uploads import StoreSettings, Uploads
 
+from .hand_clock import Clock
+
 USER = "alice"
-
-
-class Clock:
-    """Time that the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_800_000_000.0)  # a wall-clock time
 
 
 @pytest.fixture

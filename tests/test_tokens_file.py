@@ -4,7 +4,6 @@ the server runs, and bytes in Authorization that can be no token answered 401, n
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,8 @@ from hypothesis import strategies as st
 from tus_staging.auth import TokensFileError, is_token_text, parse_tokens_file
 
 from .fake_auth import FakeAuthService
-from .servers import TOKENS, RedisProcess, ServerProcess, read_response
+from .raw_http import raw_status
+from .servers import TOKENS, ServerProcess
 
 # --- the file's grammar ----------------------------------------------------------------------
 
@@ -121,9 +121,9 @@ HOSTILE_CREDENTIALS = [
 
 
 def status_of(server: ServerProcess, header: bytes) -> int:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"GET /test-auth HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\n\r\n")
-        return read_response(sock)[0]
+    return raw_status(
+        server, b"GET /test-auth HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\n\r\n"
+    )
 
 
 @pytest.mark.parametrize("header", HOSTILE_CREDENTIALS)
@@ -134,18 +134,14 @@ def test_non_ascii_credentials_are_401_with_a_tokens_file(
 
 
 @pytest.fixture
-def kbase_server(tmp_path: Path, redis_proc: RedisProcess) -> Iterator[ServerProcess]:
-    with FakeAuthService({"kb-token": "kbuser"}) as auth:
-        server = ServerProcess(tmp_path / "data", redis_proc.url, None, ["--auth-url", auth.url])
-        server.start()
-        server.auth = auth  # type: ignore[attr-defined]
-        yield server
-        server.stop()
+def auth_service() -> Iterator[FakeAuthService]:
+    with FakeAuthService({"kb-token": "kbuser"}) as service:
+        yield service
 
 
 @pytest.mark.parametrize("header", HOSTILE_CREDENTIALS)
 def test_non_ascii_credentials_are_401_with_kbase_auth_and_never_sent_on(
-    kbase_server: ServerProcess, header: bytes
+    kbase_server: ServerProcess, auth_service: FakeAuthService, header: bytes
 ) -> None:
     assert status_of(kbase_server, header) == 401
-    assert kbase_server.auth.calls == 0  # type: ignore[attr-defined]
+    assert auth_service.calls == 0

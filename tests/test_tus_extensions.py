@@ -177,32 +177,14 @@ def test_janitor_loop_removes_expired_uploads(make_server) -> None:
 # --- concatenation ----------------------------------------------------------------------
 
 
-def create_partial(client: TusTestClient, data: bytes, send: bool = True) -> str:
-    headers = client.headers(Upload_Length=str(len(data)), Upload_Concat="partial")
-    response = requests.post(client.files_url, headers=headers)
-    assert response.status_code == 201, response.text
-    url = client.location(response)
-    if send:
-        assert client.patch(url, 0, data).status_code == 204
-    return url
-
-
-def create_final(client: TusTestClient, parts: list[str], filename: str) -> requests.Response:
-    headers = client.headers(
-        Upload_Concat="final;" + " ".join(parts),
-        Upload_Metadata=encode_metadata(filename=filename, destPath="joined"),
-    )
-    return requests.post(client.files_url, headers=headers)
-
-
 def test_concatenation_of_finished_partials(server: ServerProcess, alice: TusTestClient) -> None:
     pieces = [b"line one\n" * 5000, os.urandom(1_000_000).hex().encode(), b"tail\n"]
-    partials = [create_partial(alice, piece) for piece in pieces]
+    partials = [alice.create_partial(piece) for piece in pieces]
     # Partials are not staged on their own.
     assert not (server.data_dir / "staging" / "alice" / "joined").exists()
     # Parts may be given as absolute URLs or as paths.
     parts = [partials[0], *(p.removeprefix(server.url) for p in partials[1:])]
-    response = create_final(alice, parts, "whole.txt")
+    response = alice.create_final(parts, "whole.txt", destPath="joined")
     assert response.status_code == 201, response.text
     final = alice.location(response)
     whole = b"".join(pieces)
@@ -226,16 +208,20 @@ def test_a_partial_feeds_exactly_one_final(make_server) -> None:
     server = make_server("--max-size", "150000")
     alice = TusTestClient(server.files_url, TOKENS["alice"])
     piece = os.urandom(100_000)
-    unfinished = create_partial(alice, piece, send=False)
-    assert_refused(create_final(alice, [unfinished, unfinished], "twice.bin"), 400)
-    first = create_final(alice, [unfinished], "first.bin")
+    unfinished = alice.create_partial(piece, send=False)
+    assert_refused(
+        alice.create_final([unfinished, unfinished], "twice.bin", destPath="joined"), 400
+    )
+    first = alice.create_final([unfinished], "first.bin", destPath="joined")
     assert first.status_code == 201, first.text
-    second = create_final(alice, [unfinished], "second.bin")
+    second = alice.create_final([unfinished], "second.bin", destPath="joined")
     assert_refused(second, 409)
     assert "belongs to final upload" in second.text
     # A final's total counts against --max-size like any upload's length.
-    other = create_partial(alice, piece)
-    assert_refused(create_final(alice, [other, create_partial(alice, piece)], "big.bin"), 413)
+    other = alice.create_partial(piece)
+    assert_refused(
+        alice.create_final([other, alice.create_partial(piece)], "big.bin", destPath="joined"), 413
+    )
     assert alice.patch(unfinished, 0, piece).status_code == 204
     assert staged(server, "alice", "joined/first.bin").read_bytes() == piece
     assert not staged(server, "alice", "joined/second.bin").exists()
@@ -243,8 +229,8 @@ def test_a_partial_feeds_exactly_one_final(make_server) -> None:
 
 def test_final_before_partials_finish(server: ServerProcess, alice: TusTestClient) -> None:
     pieces = [os.urandom(700_000), os.urandom(300_000)]
-    partials = [create_partial(alice, piece, send=False) for piece in pieces]
-    response = create_final(alice, partials, "later.bin")
+    partials = [alice.create_partial(piece, send=False) for piece in pieces]
+    response = alice.create_final(partials, "later.bin", destPath="joined")
     assert response.status_code == 201
     final = alice.location(response)
     head = alice.head(final)
@@ -260,12 +246,15 @@ def test_final_before_partials_finish(server: ServerProcess, alice: TusTestClien
 def test_concatenation_errors(
     server: ServerProcess, alice: TusTestClient, bob: TusTestClient
 ) -> None:
-    mine = create_partial(alice, b"abc")
-    bobs = create_partial(bob, b"def")
+    mine = alice.create_partial(b"abc")
+    bobs = bob.create_partial(b"def")
     plain = alice.create_url(3, "plain.bin")
-    assert_refused(create_final(alice, [mine, bobs], "x.bin"), 404)
-    assert_refused(create_final(alice, [mine, plain], "x.bin"), 400)
-    assert_refused(create_final(alice, [mine, "https://elsewhere.example/up/1"], "x.bin"), 400)
+    assert_refused(alice.create_final([mine, bobs], "x.bin", destPath="joined"), 404)
+    assert_refused(alice.create_final([mine, plain], "x.bin", destPath="joined"), 400)
+    assert_refused(
+        alice.create_final([mine, "https://elsewhere.example/up/1"], "x.bin", destPath="joined"),
+        400,
+    )
     headers = alice.headers(Upload_Concat="final;")
     assert_refused(requests.post(alice.files_url, headers=headers), 400)
     headers = alice.headers(Upload_Concat="sideways", Upload_Length="3")

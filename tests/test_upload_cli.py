@@ -14,6 +14,7 @@ import pytest
 from tus_staging.upload_command import files_to_upload, upload_key
 from tus_staging.url_store import ResumeStore
 
+from .checks import staged
 from .cli_runs import OnTerminal, access_log, run_cli, start_cli
 from .conftest import md5_of
 from .fault_proxy import FaultProxy, cut_after, passthrough, throttle
@@ -25,10 +26,6 @@ MiB = 1024 * 1024
 
 def bytes_received(server: ServerProcess) -> float:
     return metric_values(server.url).get("tus_staging_bytes_received_total", 0.0)
-
-
-def staged(server: ServerProcess, path: str) -> Path:
-    return server.data_dir / "staging" / "alice" / path
 
 
 def test_upload_folder_keeps_relative_paths(server: ServerProcess, tmp_path: Path) -> None:
@@ -56,7 +53,7 @@ def test_upload_folder_keeps_relative_paths(server: ServerProcess, tmp_path: Pat
             (source / "raw" / "empty.dat", f"{dest}/run7/raw/empty.dat"),
             (single, f"{dest}/single.bin"),
         ]:
-            assert md5_of(staged(server, path)) == md5_of(local)
+            assert md5_of(staged(server, "alice", path)) == md5_of(local)
             assert f"uploaded {local} -> {path}" in result.stderr
         summary = result.stderr.strip().splitlines()[-1]
         assert re.fullmatch(
@@ -79,7 +76,7 @@ def test_upload_exit_status(server: ServerProcess, tmp_path: Path) -> None:
     )  # fmt: skip
     assert clash.returncode == 2
     assert "would both be uploaded to same.txt" in clash.stderr
-    assert not staged(server, "same.txt").exists()
+    assert not staged(server, "alice", "same.txt").exists()
     refused = run_cli(
         tmp_path, "upload", str(tmp_path / "a" / "same.txt"), "--url", server.url,
         TUS_STAGING_TOKEN="not-a-token",
@@ -133,7 +130,7 @@ def test_interrupted_upload_resumes_when_run_again(
     assert re.search(r"3 files, .* [1-3] resumed$", second.output.strip()), second.output
     assert percentages(second.output)[-1] == 100  # the resumed bytes count as done
     for index in range(len(sizes)):
-        assert md5_of(staged(server, f"batch/part{index}.bin")) == md5_of(
+        assert md5_of(staged(server, "alice", f"batch/part{index}.bin")) == md5_of(
             source / f"part{index}.bin"
         )
 
@@ -167,13 +164,13 @@ def test_a_resume_never_crosses_files_destinations_or_servers(
         second = run_cli(tmp_path, "upload", str(source), "--dest", dest, "--url", url)
         assert second.returncode == 0, second.stderr
         assert "resumed at" not in second.stderr
-        assert md5_of(staged(server, f"{dest}/{source.name}")) == md5_of(source)
+        assert md5_of(staged(server, "alice", f"{dest}/{source.name}")) == md5_of(source)
         if url == server.url:  # nothing, not even a HEAD with the token, to the other URL
             assert len(proxy.connections) == connections
         again = run_cli(tmp_path, *first_args, "--url", proxy.url)
     assert again.returncode == 0, again.stderr
     assert "resumed at" in again.stderr
-    assert md5_of(staged(server, "cliA/run.dat")) == md5_of(a)
+    assert md5_of(staged(server, "alice", "cliA/run.dat")) == md5_of(a)
 
 
 def test_a_remembered_upload_is_checked_with_the_server_first(
@@ -195,7 +192,7 @@ def test_a_remembered_upload_is_checked_with_the_server_first(
         store.put(upload_key(server.files_url, TOKENS["alice"], job), {"url": url})
         result = run_cli(tmp_path, "upload", str(data), "--url", server.url, "--dest", "inbox")
         assert result.returncode == 0, (case, result.stderr)
-        assert md5_of(staged(server, f"inbox/{data.name}")) == md5_of(data), case
+        assert md5_of(staged(server, "alice", f"inbox/{data.name}")) == md5_of(data), case
         assert ("resumed at 100000 bytes" in result.stderr) == (case == "same"), case
         if case.startswith("other"):
             assert alice.offset(url) == 0, case  # the other upload was left alone
@@ -213,7 +210,7 @@ def test_a_link_cut_mid_body_is_retried_from_the_servers_offset(
             "--retry-delay", "0.05",
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert md5_of(staged(server, "cut.bin")) == md5_of(data)
+    assert md5_of(staged(server, "alice", "cut.bin")) == md5_of(data)
     patches = [int(line["bytes"]) for line in access_log(server) if line["method"] == "PATCH"]
     # The second PATCH sent only what the first had not delivered: nothing twice.
     assert len(patches) == 2 and 0 < patches[0] < 3 * MiB and sum(patches) == 8 * MiB
@@ -231,7 +228,7 @@ def test_upload_retries_through_a_redis_outage(
     redis_proc.start()
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stderr
-    assert md5_of(staged(server, "patient.bin")) == md5_of(data)
+    assert md5_of(staged(server, "alice", "patient.bin")) == md5_of(data)
 
 
 def test_upload_with_checksum(server: ServerProcess, tmp_path: Path) -> None:
@@ -241,7 +238,7 @@ def test_upload_with_checksum(server: ServerProcess, tmp_path: Path) -> None:
         tmp_path, "upload", str(data), "--checksum", "--chunk-size", "1M", "--url", server.url
     )
     assert result.returncode == 0, result.stderr
-    assert md5_of(staged(server, "checked.bin")) == md5_of(data)
+    assert md5_of(staged(server, "alice", "checked.bin")) == md5_of(data)
 
 
 def uploads_logged(server: ServerProcess) -> list[str]:
@@ -300,4 +297,6 @@ def test_parallel_uploads_overlap_and_the_total_reaches_100(
     assert percentages(run.output)[-1] == 100
     assert re.search(r"8 files, 11\.4 MiB \(11\.4 MiB sent\) in .* 0 resumed", run.output)
     for index in range(8):
-        assert md5_of(staged(server, f"eight/f{index}.bin")) == md5_of(source / f"f{index}.bin")
+        assert md5_of(staged(server, "alice", f"eight/f{index}.bin")) == md5_of(
+            source / f"f{index}.bin"
+        )

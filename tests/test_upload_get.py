@@ -92,13 +92,7 @@ def test_a_file_no_longer_the_uploads(server: InProcessServer, alice: TusTestCli
 
 
 def test_a_partial_upload_of_a_concatenation_has_no_file(alice: TusTestClient) -> None:
-    response = alice.session.post(
-        alice.files_url,
-        headers=alice.headers(Upload_Length="3", Upload_Concat="partial"),
-        timeout=30,
-    )
-    part = alice.location(response)
-    assert alice.patch(part, 0, b"abc").status_code == 204
+    part = alice.create_partial(b"abc")
     answer = get(part)
     assert answer.status_code == 409 and "partial upload" in answer.text
 

@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import requests
-
+from .cli_runs import access_log
 from .conftest import md5_of
 from .fault_proxy import FaultProxy, throttle
-from .js_env import JS_DIR, MiB, npm_install, random_file, require_chromium
-from .servers import TOKENS, RedisProcess, ServerProcess, wait_until
+from .js_env import JS_DIR, MiB, random_file, require_chromium
+from .servers import TOKENS, ServerProcess, wait_until
+from .tus_client import TusTestClient, upload_id_of
 
 USER = "alice"
 TOKEN = TOKENS[USER]
@@ -35,41 +33,11 @@ BIG = 64 * MiB + 3
 PARTS = 4
 TEXT_LINES = 49_152  # of 64 bytes: 3 MiB
 
-_LOG_FIELD = re.compile(r"(\w+)=(\S+)")
-
-
-@pytest.fixture(scope="module")
-def node_modules() -> Path:
-    require_chromium()
-    return npm_install(JS_DIR)
-
-
-def request_log(server: ServerProcess, start: int = 0) -> list[dict[str, str]]:
-    """The server's request log lines (tus_staging/request_log.py) from byte ``start``."""
-    with open(server.log_path, "rb") as handle:
-        handle.seek(start)
-        text = handle.read().decode(errors="replace")
-    return [
-        dict(_LOG_FIELD.findall(line)) for line in text.splitlines() if "tus_staging.access" in line
-    ]
-
 
 def text_file(path: Path, lines: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"".join(b"line %06d " % n + b"x" * 51 + b"\n" for n in range(lines)))
     return path
-
-
-def upload_id(url: str) -> str:
-    return url.rstrip("/").rsplit("/", 1)[-1]
-
-
-def head_offset(url: str) -> int:
-    response = requests.head(
-        url, headers={"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {TOKEN}"}, timeout=30
-    )
-    assert response.status_code == 200, response.text
-    return int(response.headers["Upload-Offset"])
 
 
 class Driver:
@@ -107,6 +75,7 @@ class Driver:
 def test_page_in_headless_chromium(
     node_modules: Path, server: ServerProcess, tokens_file: Path, tmp_path: Path
 ) -> None:
+    require_chromium()
     src = tmp_path / "src"
     files = [text_file(src / "notes.txt", TEXT_LINES), random_file(src / "two.dat", 1 * MiB)]
     folder = src / "results"
@@ -210,24 +179,19 @@ def test_page_in_headless_chromium(
         assert (shots / name).stat().st_size > 10_000, f"{name} looks empty"
 
 
-def test_page_in_single_user_mode(
-    node_modules: Path, redis_proc: RedisProcess, tmp_path: Path
-) -> None:
+def test_page_in_single_user_mode(node_modules: Path, make_server, tmp_path: Path) -> None:
     """No sign-in; the page's own unsafe requests (same origin) go through; home uploads."""
-    server = ServerProcess(tmp_path / "data", redis_proc.url, tokens_file=None)
-    server.start()
-    try:
-        files = [
-            random_file(tmp_path / "src" / "a.bin", 300_000),
-            text_file(tmp_path / "src" / "b.txt", 10),
-        ]
-        done = subprocess.run(
-            ["node", str(JS_DIR / "page_browser.mjs"), f"{server.url}/", "--single-user",
-             "--files", *map(str, files), "--timeout-ms", "30000"],
-            cwd=JS_DIR, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-    finally:
-        server.stop()
+    require_chromium()
+    server = make_server(single_user=True)
+    files = [
+        random_file(tmp_path / "src" / "a.bin", 300_000),
+        text_file(tmp_path / "src" / "b.txt", 10),
+    ]
+    done = subprocess.run(
+        ["node", str(JS_DIR / "page_browser.mjs"), f"{server.url}/", "--single-user",
+         "--files", *map(str, files), "--timeout-ms", "30000"],
+        cwd=JS_DIR, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     report = lines[-1]["report"] if lines else {}
     assert done.returncode == 0, f"{report}\n{done.stderr}\n{server.log()}"
@@ -248,17 +212,16 @@ def check_interrupted(server: ServerProcess, stored: list[dict[str, Any]]) -> li
     assert len(stored) == 1, stored
     part_urls = stored[0]["parallelUploadUrls"]
     assert len(part_urls) == PARTS
-    ids = {upload_id(url) for url in part_urls}
+    ids = {upload_id_of(url) for url in part_urls}
 
     # The reload cut each part's PATCH: wait until the server has logged (so committed) all.
     def cut_patches_logged() -> bool:
-        logged = {
-            line.get("upload_id") for line in request_log(server) if line["method"] == "PATCH"
-        }
+        logged = {line.get("upload_id") for line in access_log(server) if line["method"] == "PATCH"}
         return ids <= logged
 
     wait_until(cut_patches_logged, 30, "the server's end of the cut PATCHes")
-    kept = [head_offset(url) for url in part_urls]
+    client = TusTestClient(server.files_url, TOKEN)
+    kept = [client.offset(url) for url in part_urls]
     assert sum(kept) > 0, f"nothing was kept of the interrupted parts: {kept}"
     assert sum(kept) < BIG, "the parts were complete before the reload"
     return kept
@@ -269,7 +232,7 @@ def check_resumed(
 ) -> None:
     """The second attempt sent each part only from where the server had it."""
     assert md5_of(staged) == md5_of(source)
-    after = request_log(server, reloaded_at)
+    after = access_log(server, reloaded_at)
     sent = sum(int(line.get("bytes", 0)) for line in after if line["method"] == "PATCH")
     assert sent == BIG - sum(kept), (sent, kept)
     # No new part was created: one POST after the reload, the final upload.

@@ -65,6 +65,27 @@ class TusTestClient:
         headers = self.headers(Upload_Offset=str(offset), Content_Type=OFFSET_OCTET_STREAM, **extra)
         return self.session.patch(url, headers=headers, data=body, timeout=120)
 
+    def create_partial(self, data: bytes, send: bool = True, **meta: str) -> str:
+        """A partial upload of ``data``'s length (concatenation), sent ``data`` unless not
+        ``send``; its URL."""
+        headers = self.headers(Upload_Length=str(len(data)), Upload_Concat="partial")
+        if meta:
+            headers["Upload-Metadata"] = encode_metadata(**meta)
+        response = self.session.post(self.files_url, headers=headers, timeout=60)
+        assert response.status_code == 201, response.text
+        url = self.location(response)
+        if send:
+            assert self.patch(url, 0, data).status_code == 204
+        return url
+
+    def create_final(self, parts: list[str], filename: str, **meta: str) -> requests.Response:
+        """The final upload joining ``parts`` (URLs or paths), in that order."""
+        headers = self.headers(
+            Upload_Concat="final;" + " ".join(parts),
+            Upload_Metadata=encode_metadata(filename=filename, **meta),
+        )
+        return self.session.post(self.files_url, headers=headers, timeout=60)
+
     def delete(self, url: str) -> requests.Response:
         return self.session.delete(url, headers=self.headers(), timeout=60)
 

@@ -9,20 +9,15 @@
 // Prints one JSON line: {"attack": {...}, "sameOrigin": STATUS, "pageErrors": [...]}.
 
 import process from 'node:process'
-import { chromium } from 'playwright-core'
+import { launchChromium } from './chromium.mjs'
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const [attackUrl, serverUrl] = process.argv.slice(2)
 if (!attackUrl || !serverUrl) {
   process.stderr.write('usage: csrf_browser.mjs ATTACK_PAGE_URL SERVER_URL\n')
   process.exit(2)
 }
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--no-first-run', '--disable-component-update', '--disable-sync'],
-})
+const browser = await launchChromium()
 const report = { attack: null, sameOrigin: null, pageErrors: [] }
 try {
   const page = await browser.newPage()

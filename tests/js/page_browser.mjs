@@ -106,11 +106,6 @@ function storedUploads(page) {
   )
 }
 
-async function totalProgress(page) {
-  const value = await page.locator('.uppy-StatusBar [role="progressbar"]').getAttribute('aria-valuenow')
-  return Number(value ?? 0)
-}
-
 async function withPage(args, report, scenario) {
   const browser = await launchChromium()
   try {
@@ -211,7 +206,6 @@ async function tokenSession(page, args, report) {
     null,
     { polling: 50 },
   )
-  report.progressBeforeReload = await totalProgress(page)
   await page.screenshot({ path: path.join(args.out, 'page-uploading-desktop.png') })
   const before = await storedUploads(page)
   await page.reload()

@@ -11,6 +11,11 @@ export class ApiError extends Error {
   }
 }
 
+/** The first line of `text`, without the blanks around it. */
+export function firstLine(text) {
+  return text.trim().split('\n', 1)[0].trim()
+}
+
 /** The server's one-line reason from an error answer (text/plain or JSON). */
 export async function reasonOf(response) {
   let text = ''
@@ -28,8 +33,7 @@ export async function reasonOf(response) {
       // not JSON after all: keep the text
     }
   }
-  const line = text.split('\n', 1)[0].trim()
-  return line || `${response.status} ${response.statusText}`.trim()
+  return firstLine(text) || `${response.status} ${response.statusText}`.trim()
 }
 
 export class Api {
@@ -78,7 +82,10 @@ export class Api {
     return text.replace(/^I'm authenticated as /, '').trim()
   }
 
-  /** Entries of one folder (asks for one level; keeps only its children if given more). */
+  /**
+   * Entries of one folder: asks for one level. A server may answer with more; the view
+   * keeps the folder's own children (directChildren in paths.js).
+   */
   async list(folder) {
     const response = await this.request('GET', 'list', folder, { query: { depth: '1' } })
     return response.json()

@@ -2,7 +2,7 @@
 // can be done to each. Every server answer that is not a success becomes a message.
 
 import { formatDate, formatSize } from './format.js'
-import { baseName, breadcrumbs, directChildren, entryRelativePath, hashForFolder, join, parent } from './paths.js'
+import { baseName, breadcrumbs, directChildren, entryRelativePath, folderLabel, hashForFolder, join, parent } from './paths.js'
 
 // Names the decompress action is offered for (the server decides what it can unpack).
 const ARCHIVE = /\.(zip|tar|tgz|tar\.gz|tbz2?|tar\.bz2?|gz|bz2|bzip2)$/i
@@ -39,7 +39,7 @@ export class FolderView {
     } catch (error) {
       if (this.loading !== loading) return
       this.#renderEntries([])
-      this.messages.error(`Could not list ${folder || 'your home folder'}: ${error.message}`)
+      this.messages.error(`Could not list ${folderLabel(folder)}: ${error.message}`)
     } finally {
       if (this.loading === loading) this.el.table.removeAttribute('aria-busy')
     }
@@ -56,7 +56,7 @@ export class FolderView {
       return item
     })
     this.el.crumbs.replaceChildren(...items)
-    this.el.caption.textContent = `Contents of ${this.folder ? `/${this.folder}` : 'your home folder'}`
+    this.el.caption.textContent = `Contents of ${folderLabel(this.folder, { rooted: true })}`
   }
 
   #renderEntries(entries) {
@@ -202,7 +202,7 @@ export class FolderView {
     this.messages.info(`Decompressing ${path}…`)
     try {
       await this.api.decompress(path)
-      this.messages.info(`Decompressed ${path} into ${parent(path) || 'your home folder'}`)
+      this.messages.info(`Decompressed ${path} into ${folderLabel(parent(path))}`)
     } catch (error) {
       this.messages.error(`Could not decompress ${path}: ${error.message}`)
     }

@@ -39,9 +39,16 @@ let workspace = null
 /** A 401 while working: the token expired or was revoked. Ask for one again. */
 function sessionEnded(reason) {
   if ($('#workspace').hidden) return // signing in: the form shows its own error
-  credentials.forget()
-  $('#account').hidden = true
-  $('#sign-in-error').textContent = `Please sign in again: ${reason}`
+  askToSignIn(reason)
+}
+
+/** The sign-in form; with a `reason`, the server refused the token: forget it, say why. */
+function askToSignIn(reason = null) {
+  if (reason !== null) {
+    credentials.forget()
+    $('#account').hidden = true
+    $('#sign-in-error').textContent = `Please sign in again: ${reason}`
+  }
   show('sign-in')
   $('#token').focus()
 }
@@ -155,15 +162,11 @@ async function start() {
     enterWorkspace(user, how)
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
-      if (credentials.token) {
-        credentials.forget()
-        $('#sign-in-error').textContent = `Please sign in again: ${error.message}`
-      }
+      askToSignIn(credentials.token ? error.message : null)
     } else {
       messages.error(`The server did not answer as expected: ${error.message}`)
+      askToSignIn()
     }
-    show('sign-in')
-    $('#token').focus()
   }
 }
 

@@ -52,6 +52,15 @@ export function directChildren(entries, folder) {
   )
 }
 
+/**
+ * A folder as the page's text names it: "your home folder" for the home; else its path,
+ * with a leading "/" when `rooted` (a location on its own, not a path among others).
+ */
+export function folderLabel(folder, { rooted = false } = {}) {
+  if (!folder) return 'your home folder'
+  return rooted ? `/${folder}` : folder
+}
+
 /** A URL path for a relative path: each component percent-encoded, "/" kept. */
 export function urlPath(path) {
   return components(path).map(encodeURIComponent).join('/')

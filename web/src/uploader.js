@@ -5,7 +5,8 @@ import Uppy from '@uppy/core'
 import Dashboard from '@uppy/dashboard'
 import Tus from '@uppy/tus'
 import { defaultOptions as tusDefaults } from 'tus-js-client'
-import { destinationFolder } from './paths.js'
+import { firstLine } from './api.js'
+import { destinationFolder, folderLabel } from './paths.js'
 
 // Files at least this big go up in parallel parts joined by the server (tus
 // concatenation): several connections carry more than one on a long, lossy path. The
@@ -46,7 +47,7 @@ class ScopedUrlStorage {
 /** The server's one-line reason for a failed upload, else the client's message. */
 function uploadFailure(error, response) {
   const text = response?.body?.xhr?.responseText ?? error?.originalResponse?.getBody?.()
-  const line = typeof text === 'string' ? text.trim().split('\n', 1)[0] : ''
+  const line = typeof text === 'string' ? firstLine(text) : ''
   return line || error?.message || String(error)
 }
 
@@ -113,5 +114,5 @@ export function createUploader({ target, endpoint, headers, user, maxSize, folde
 }
 
 function noteFor(folder) {
-  return `Files you add go to ${folder ? `/${folder}` : 'your home folder'}`
+  return `Files you add go to ${folderLabel(folder, { rooted: true })}`
 }
