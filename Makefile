@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 .PHONY: install run test test-slow lint bench bench-quick web clean
 
-$(BIN)/.installed: setup.cfg setup.py pyproject.toml store/_md5lanes.c
+$(BIN)/.installed: setup.cfg setup.py pyproject.toml store/_md5lanes.c store/_textscan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'

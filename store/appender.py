@@ -2,9 +2,9 @@
 
 The caller hands over blocks (socket chunks gathered to about a block size, kept as they
 came: no copy into one buffer) one at a time. Each block makes one hop to the block
-executor, which writes it at its offset and hashes it (a text block is scanned in a
-second hop beside it); meanwhile the caller reads the next block from the network, so
-at most two blocks are in memory, whatever the upload's size.
+executor, which writes it at its offset, hashes it and scans it (all three without the
+GIL); meanwhile the caller reads the next block from the network, so at most two blocks
+are in memory, whatever the upload's size.
 
 A commit is: fsync the partial file, then move the committed offset and the digest and
 scanner states in Redis in one script guarded by the lock token and the offset it
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import functools
 import hmac
 import sys
@@ -88,24 +87,7 @@ class Appender:
         self._in_flight = in_flight
 
     async def _write_block(self, chunks: Sequence[bytes]) -> None:
-        stream = self.writer.stream
-        if not stream.scanner.is_text:
-            # A binary file's scan is one bytes.count a chunk: not worth a hop of its own.
-            await self._hop(functools.partial(self.writer.write, chunks, scan=True))
-            return
-        # Text is written and hashed in one hop and scanned in another beside it: the
-        # digests release the GIL, the scanner holds it, so a block costs the longer of
-        # the two, not their sum.
-        before = copy.copy(stream.scanner)
-        outcomes = await asyncio.gather(
-            self._hop(functools.partial(self.writer.write, chunks, scan=False)),
-            self._hop(functools.partial(stream.scan_all, chunks)),
-            return_exceptions=True,
-        )
-        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
-        if failure is not None:
-            stream.scanner = before  # the block was not written: it was not scanned either
-            raise failure
+        await self._hop(functools.partial(self.writer.write, chunks))
 
     def _hop(self, step: Callable[[], None]) -> asyncio.Future[None]:
         return self._loop.run_in_executor(self.executor, step)

@@ -92,8 +92,8 @@ class StreamState:
                 extra.update(chunk)
 
     def scan_all(self, chunks: Sequence[bytes]) -> None:
-        """Feed a block's chunks to the scanner (it holds the GIL; once a file is known
-        binary only its size and newlines are counted)."""
+        """Feed a block's chunks to the scanner (once a file is known binary only its
+        size and newlines are counted)."""
         for chunk in chunks:
             self.scanner.update(chunk)
 
@@ -162,11 +162,10 @@ class PartialWriter:
             raise
         return cls(path, fd, committed_offset, stream)
 
-    def write(self, chunks: Sequence[bytes], *, scan: bool = True) -> None:
-        """Write ``chunks`` at the current offset, hash them (and scan them unless told
-        not to), and move the offset on. Text is best scanned beside this, in another
-        thread (the digests release the GIL, the scanner holds it): a text block then
-        costs the longer of the two, not their sum."""
+    def write(self, chunks: Sequence[bytes]) -> None:
+        """Write ``chunks`` at the current offset, hash and scan them, and move the offset
+        on. If the write fails, nothing was hashed or scanned: the states still describe
+        the bytes up to the offset."""
         size = sum(len(chunk) for chunk in chunks)
         written = 0
         pending = list(chunks)
@@ -176,8 +175,7 @@ class PartialWriter:
             pending = _drop_written(pending, written_now)
         self._start_writeback(self.offset + size)
         self.stream.hash_all(chunks, self.body_checksum)
-        if scan:
-            self.stream.scan_all(chunks)
+        self.stream.scan_all(chunks)
         self.offset += size
 
     def _start_writeback(self, end: int) -> None:

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -120,31 +119,3 @@ def test_checkpoint_sync_hands_the_durable_bytes_back_to_the_page_cache(tmp_path
     finally:
         writer.close()
     assert path.stat().st_size == 12 * MiB
-
-
-@settings(max_examples=80, deadline=None)
-@given(
-    chunks=st.lists(
-        st.one_of(
-            st.text(max_size=300).map(lambda text: text.encode()),  # text, maybe multibyte
-            st.binary(max_size=300),
-        ),
-        max_size=8,
-    )
-)
-def test_hashing_and_scanning_a_block_in_two_threads_gives_what_one_by_one_gives(
-    chunks: list[bytes],
-) -> None:
-    # A text block is hashed in one thread and scanned in another (store/appender.py);
-    # the states must be those of feeding each chunk in turn.
-    one_by_one = partial.StreamState.fresh(["md5", "sha256"])
-    for chunk in chunks:
-        one_by_one.feed_all([chunk])
-    together = partial.StreamState.fresh(["md5", "sha256"])
-    with ThreadPoolExecutor(2) as threads:
-        hashing = threads.submit(together.hash_all, chunks)
-        scanning = threads.submit(together.scan_all, chunks)
-        hashing.result()
-        scanning.result()
-    assert together.states() == one_by_one.states()
-    assert together.scanner.finish() == one_by_one.scanner.finish()
