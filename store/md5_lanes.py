@@ -116,7 +116,8 @@ def stats() -> dict[str, int]:
     """What this process's engine did: updates taken, lockstep passes (``wide_passes``:
     those of more than 8 lanes) and the blocks in them (``lane_blocks / pass_blocks`` is
     the mean number of streams per pass), and blocks hashed one stream at a time
-    (``single_blocks``)."""
+    (``single_blocks``), and the engine's waits for other streams' updates before a pass
+    (``holds``, ``held_ns``)."""
     return dict(_md5lanes.stats()) if _md5lanes is not None else {}
 
 

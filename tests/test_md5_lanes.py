@@ -14,6 +14,7 @@ import random
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -211,6 +212,30 @@ def test_more_streams_than_a_narrow_pass_take_a_wide_one(name: str) -> None:
         done = in_threads(16, stream)
     assert states == [expected] * 16
     assert done["wide_passes"] > 0
+
+
+@pytest.mark.parametrize("name", [k for k in KERNELS if LANES[k]])
+def test_paced_streams_wait_for_each_other_to_share_passes(name: str) -> None:
+    """Four uploads that each hand over a block every few milliseconds, out of step (as
+    blocks come off the network): an update waits, at most half its own stream's gap,
+    for the others' before a pass starts, so they share passes instead of taking turns."""
+    block = random.Random(4).randbytes(256 * 1024)
+    start = threading.Barrier(4)
+
+    def stream(index: int) -> None:
+        digest = new_md5()
+        start.wait()
+        time.sleep(0.001 * index)  # out of step
+        for _ in range(16):
+            md5_lanes.update(digest._ctx, [block], to_engine=True)
+            time.sleep(0.004)  # the next block is still arriving
+        assert digest.hexdigest() == hashlib.md5(block * 16).hexdigest()
+
+    with on_kernel(name):
+        done = in_threads(4, stream)
+    assert done["holds"] > 0
+    assert done["lane_blocks"] >= 2.5 * done["pass_blocks"]  # taking turns: ~1 per pass
+    assert done["held_ns"] <= done["holds"] * 10_000_000  # never past the longest hold
 
 
 @pytest.mark.parametrize("name", KERNELS)

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -218,8 +219,12 @@ def md5_updates(server: ServerProcess) -> dict[str, float]:
 @pytest.mark.skipif(not md5_lanes.lanes(), reason="md5 lanes not built, or no AVX2 here")
 def test_md5_lanes_hash_concurrent_uploads_unless_switched_off(make_server, tmp_path) -> None:
     server = make_server()
+    started = time.monotonic()
     uploads_at_once(server, 8, 24 * 1024 * 1024)
+    elapsed = time.monotonic() - started
     counted = md5_updates(server)
+    # The engine's waits for company, in seconds: a fraction of the uploads' time.
+    assert 0 <= scrape(server)["tus_staging_md5_held_seconds_total"] < elapsed
     # One update per block: 1 MiB and up, plus at most the socket chunks that filled it.
     assert counted["lanes"] + counted["inline"] >= 8 * 8
     assert f"md5: md5 lanes engine, {md5_lanes.lanes()} lanes" in server.log_path.read_text()

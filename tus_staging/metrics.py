@@ -79,6 +79,10 @@ MD5_LANE_BLOCKS = Counter(
     "tus_staging_md5_lane_blocks_total",
     "64-byte blocks hashed in lockstep passes (divided by pass blocks: streams per pass)",
 )
+MD5_HELD_SECONDS = Counter(
+    "tus_staging_md5_held_seconds_total",
+    "time the md5 lanes engine waited for other uploads' blocks before starting a pass",
+)
 
 # The engine's own counters (store/md5_lanes.py) as last added to the ones above.
 _md5_reported: dict[str, int] = {}
@@ -88,15 +92,16 @@ def record_md5_lanes() -> None:
     """Add what this process's md5 lanes engine did since the last call (called on the
     event loop after each PATCH body)."""
     now = md5_lanes.stats()
-    for key, counter in (
-        ("updates", MD5_UPDATES.labels("lanes")),
-        ("inline_updates", MD5_UPDATES.labels("inline")),
-        ("pass_blocks", MD5_PASS_BLOCKS),
-        ("lane_blocks", MD5_LANE_BLOCKS),
+    for key, counter, unit in (
+        ("updates", MD5_UPDATES.labels("lanes"), 1),
+        ("inline_updates", MD5_UPDATES.labels("inline"), 1),
+        ("pass_blocks", MD5_PASS_BLOCKS, 1),
+        ("lane_blocks", MD5_LANE_BLOCKS, 1),
+        ("held_ns", MD5_HELD_SECONDS, 1e-9),
     ):
         delta = now.get(key, 0) - _md5_reported.get(key, 0)
         if delta > 0:  # (a forked worker's engine starts from zero)
-            counter.inc(delta)
+            counter.inc(delta * unit)
     _md5_reported.clear()
     _md5_reported.update(now)
 
