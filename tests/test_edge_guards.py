@@ -168,6 +168,17 @@ def test_a_curl_delete_from_another_origin_is_refused(single_user) -> None:
     assert status == 200 and not notes.exists()
 
 
+def test_single_user_mode_ignores_credentials_on_every_route(single_user) -> None:
+    """A client that sends credentials anyway (a proxy's Basic auth, a token) is the one
+    local user everywhere, as it is on the tus endpoint."""
+    server = single_user()
+    (home(server) / "notes.txt").write_text("mine")
+    for credentials in ("Basic Zm9vOmJhcg==", "Bearer some-token"):
+        for path in ("/list/", "/metadata/notes.txt", "/download/notes.txt"):
+            status, _ = curl_status(f"{server.url}{path}", "-H", f"Authorization: {credentials}")
+            assert status == 200, (credentials, path)
+
+
 def unsafe_requests(server: ServerProcess) -> list[tuple[str, str, dict]]:
     """One request of each unsafe kind; each changes something when served."""
     tus = {"Tus-Resumable": "1.0.0", "Upload-Length": "3",

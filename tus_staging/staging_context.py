@@ -88,9 +88,12 @@ async def caller(request: web.Request) -> Caller:
     home = services.layout.user_home(user)
     await asyncio.to_thread(ensure_dir, home)
     state = request.app[STAGING]
-    token = token_from_request(request)
-    if isinstance(services.auth, KBaseAuth) and token is not None:
-        await state.globus.ensure(services.auth, user, token, home)
+    # Only KBase's auth has a token to link Globus with: single-user mode reads no
+    # credentials (a stray "Authorization: Basic …" is ignored there, as on /files/).
+    if isinstance(services.auth, KBaseAuth):
+        token = token_from_request(request)
+        if token is not None:
+            await state.globus.ensure(services.auth, user, token, home)
     return Caller(services, state, user)
 
 
