@@ -6,7 +6,9 @@ safely:
 
 * everything is written into a hidden temporary folder beside the archive first, and
   moved into place only when the whole archive came out well: a refused, broken or
-  oversized archive leaves nothing behind;
+  oversized archive leaves nothing behind; what an extraction killed on the way (a
+  crash, kill -9) left is removed by the next extraction in the same folder, once
+  nothing in it was written for ``LEFTOVER_AFTER`` seconds;
 * no member lands outside the archive's folder: leading ``/`` is stripped (as tar
   does), ``..`` is refused, and every name must pass the area's naming rules;
 * links: absolute ones and ones leading outside the archive's own tree are refused.
@@ -33,6 +35,7 @@ import gzip
 import json
 import lzma
 import os
+import re
 import stat
 import tarfile
 import tempfile
@@ -56,6 +59,12 @@ from .sidecar import keep_tail, metadata_record, read_json_object
 BLOCK = 1024 * 1024
 MAX_LINK_TARGET = 4096  # bytes of a zip symlink's target (PATH_MAX)
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# The temporary folders extract() makes (tempfile.mkdtemp's 8 random characters).
+_TEMP_PREFIX, _TEMP_SUFFIX = ".decompress-", ".tmp"
+_TEMP_NAME = re.compile(r"\.decompress-[a-z0-9_]{8}\.tmp")
+# A live extraction writes its temporary folder every block (1 MiB): one in which nothing
+# was written for this long was left by an extraction that died.
+LEFTOVER_AFTER = 15 * 60
 
 # What the decompressors and readers raise for a damaged or unsupported archive.
 UNREADABLE = (
@@ -120,7 +129,8 @@ def extract(job: Extraction) -> list[str]:
     """Extract ``job.archive`` beside itself; the names of the top-level entries made."""
     kind, _ = archive_kind(job.archive.name)
     folder = job.archive.parent
-    temp = Path(tempfile.mkdtemp(prefix=".decompress-", suffix=".tmp", dir=folder))
+    clear_leftovers(folder, job.sidecars, time.time())
+    temp = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=folder))
     sidecar_temp = job.sidecars / temp.name
     try:
         make_room(job.metadata_home, sidecar_temp)
@@ -149,6 +159,44 @@ def extract(job: Extraction) -> list[str]:
     finally:
         remove_path(temp)
         remove_path(sidecar_temp)
+
+
+def clear_leftovers(folder: Path, sidecars: Path, now: float) -> None:
+    """Remove the temporary folders (and their sidecar twins) of extractions into
+    ``folder`` that died: those in which nothing was written for LEFTOVER_AFTER seconds
+    before ``now``. Another worker's live extraction keeps writing, and stays."""
+    for name in _temp_names(folder):
+        if _last_write(folder / name) < now - LEFTOVER_AFTER:
+            remove_path(folder / name)
+            remove_path(sidecars / name)
+    for name in _temp_names(sidecars):  # a twin whose staging folder was already removed
+        if (
+            not os.path.lexists(folder / name)
+            and _last_write(sidecars / name) < now - LEFTOVER_AFTER
+        ):
+            remove_path(sidecars / name)
+
+
+def _temp_names(parent: Path) -> list[str]:
+    try:
+        with os.scandir(parent) as entries:
+            return [
+                entry.name
+                for entry in entries
+                if _TEMP_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+            ]
+    except FileNotFoundError:
+        return []
+
+
+def _last_write(root: Path) -> float:
+    """The newest mtime of ``root`` and everything under it (links not followed)."""
+    newest = os.lstat(root).st_mtime
+    for parent, folders, files in os.walk(root):
+        for name in folders + files:
+            with contextlib.suppress(FileNotFoundError):
+                newest = max(newest, os.lstat(os.path.join(parent, name)).st_mtime)
+    return newest
 
 
 def _refused(error: Exception) -> BadRequest:

@@ -29,7 +29,7 @@ from protocol.errors import (
     ServiceUnavailable,
     TusError,
 )
-from store.archive import Extraction, ExtractionLimits, archive_kind, extract
+from store.archive import Extraction, ExtractionLimits, archive_kind, clear_leftovers, extract
 from tus_staging.staging_paths import new_name
 
 MiB = 1024 * 1024
@@ -480,6 +480,51 @@ def test_a_stopping_server_leaves_nothing_half_extracted(area: Area) -> None:
     with pytest.raises(ServiceUnavailable):
         area.extract("files.tar", stopping=stopping)
     area.untouched("files.tar")
+
+
+def leftover(parent: Path, name: str, age: float, inner_age: float | None = None) -> Path:
+    """A temporary folder as a killed extraction leaves it: a half-written file inside,
+    nothing written for ``age`` seconds (the file: ``inner_age``)."""
+    folder = parent / name
+    (folder / "dir").mkdir(parents=True)
+    (folder / "dir" / "half.bin").write_bytes(b"half")
+    now = time.time()
+    for path in (folder / "dir" / "half.bin", folder / "dir", folder):
+        at = now - (inner_age if inner_age is not None and path.is_file() else age)
+        os.utime(path, (at, at))
+    return folder
+
+
+def test_what_a_killed_extraction_left_goes_at_the_next_one_in_that_folder(area: Area) -> None:
+    hour = 3600.0
+    dead = leftover(area.dest, ".decompress-k1ll3d_0.tmp", hour)
+    dead_sidecars = leftover(area.meta / "in", ".decompress-k1ll3d_0.tmp", hour)
+    orphan_sidecars = leftover(area.meta / "in", ".decompress-0rphan00.tmp", hour)
+    live = leftover(area.dest, ".decompress-l1ve0000.tmp", 1.0)  # another worker's, writing
+    writing = leftover(area.dest, ".decompress-wr1t1ng0.tmp", hour, inner_age=1.0)
+    users_own = leftover(area.dest, ".decompress-mine.tmp", hour)  # not a name we make
+    area.write("files.tar", files_tar())
+    assert area.extract("files.tar") == ["dir", "top.txt"]
+    assert not dead.exists() and not dead_sidecars.exists() and not orphan_sidecars.exists()
+    assert live.exists() and writing.exists() and users_own.exists()
+
+
+def test_a_leftover_is_judged_by_what_is_in_it_and_links_are_not_followed(
+    area: Area, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("keep")
+    os.symlink(elsewhere, area.dest / ".decompress-l1nk0000.tmp")
+    old = time.time() - 7200
+    dead = leftover(area.dest, ".decompress-0ld00000.tmp", 7200)
+    os.symlink(elsewhere, dead / "dir" / "link")
+    os.utime(dead / "dir" / "link", (old, old), follow_symlinks=False)
+    os.utime(dead / "dir", (old, old))
+    clear_leftovers(area.dest, area.meta / "in", time.time())
+    assert not dead.exists()
+    assert (area.dest / ".decompress-l1nk0000.tmp").is_symlink()
+    assert (elsewhere / "keep.txt").read_text() == "keep"
 
 
 def test_a_stale_sidecar_in_the_way_is_cleared(area: Area) -> None:
