@@ -185,7 +185,7 @@ def _temp_names(parent: Path) -> list[str]:
                 for entry in entries
                 if _TEMP_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
             ]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # (a sidecar file where a folder goes)
         return []
 
 
