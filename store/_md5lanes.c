@@ -434,28 +434,59 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000L + t.tv_nsec;
 }
 
+/* The contexts among the arrivals of the last RECENT_NS (lock held): how many times
+ * each came, and its latest two arrivals. Returns how many contexts. */
+typedef struct {
+    const void *ctx;
+    int count;
+    int64_t latest, before; /* 0: none */
+} seen_context;
+
+static int contexts_in_window(int64_t now, seen_context seen[RING])
+{
+    int n = 0;
+    for (int i = 0; i < RING; i++) {
+        int64_t at = engine.ring[i].at;
+        if (engine.ring[i].ctx == NULL || now - at > RECENT_NS)
+            continue;
+        int k = 0;
+        while (k < n && seen[k].ctx != engine.ring[i].ctx)
+            k++;
+        if (k == n)
+            seen[n++] = (seen_context){engine.ring[i].ctx, 0, 0, 0};
+        seen[k].count++;
+        if (at > seen[k].latest) {
+            seen[k].before = seen[k].latest;
+            seen[k].latest = at;
+        } else if (at > seen[k].before) {
+            seen[k].before = at;
+        }
+    }
+    return n;
+}
+
 /* Uploads streaming now (lock held): contexts with at least two updates among the
  * arrivals of the last RECENT_NS. A context seen once is a small upload or the end of
  * one: not a stream that could share a pass. */
 static int recent_streams(int64_t now)
 {
-    const void *seen[RING];
-    int times[RING];
-    int n = 0, streaming = 0;
-    for (int i = 0; i < RING; i++) {
-        if (engine.ring[i].ctx == NULL || now - engine.ring[i].at > RECENT_NS)
-            continue;
-        int k = 0;
-        while (k < n && seen[k] != engine.ring[i].ctx)
-            k++;
-        if (k == n) {
-            seen[n] = engine.ring[i].ctx;
-            times[n++] = 0;
-        }
-        if (++times[k] == 2)
-            streaming++;
-    }
+    seen_context seen[RING];
+    int n = contexts_in_window(now, seen), streaming = 0;
+    for (int k = 0; k < n; k++)
+        streaming += seen[k].count >= 2;
     return streaming;
+}
+
+/* Streams whose next update is due (lock held): contexts with two arrivals in the window
+ * whose latest is younger than twice the gap before it. A stream that ended, or one
+ * whose caller went on to another upload, stops counting after two of its gaps. */
+static int active_streams(int64_t now)
+{
+    seen_context seen[RING];
+    int n = contexts_in_window(now, seen), active = 0;
+    for (int k = 0; k < n; k++)
+        active += seen[k].before && now - seen[k].latest < 2 * (seen[k].latest - seen[k].before);
+    return active;
 }
 
 /* The latest arrival of ctx in the window (0: none) — before its new one is noted. */
@@ -467,38 +498,6 @@ static int64_t last_arrival(const void *ctx, int64_t now)
             engine.ring[i].at > latest)
             latest = engine.ring[i].at;
     return latest;
-}
-
-/* Streams whose next update is due (lock held): contexts with two arrivals in the window
- * whose latest is younger than twice the gap before it. A stream that ended, or one
- * whose caller went on to another upload, stops counting after two of its gaps. */
-static int active_streams(int64_t now)
-{
-    const void *seen[RING];
-    int64_t latest[RING], before[RING];
-    int n = 0, active = 0;
-    for (int i = 0; i < RING; i++) {
-        int64_t at = engine.ring[i].at;
-        if (engine.ring[i].ctx == NULL || now - at > RECENT_NS)
-            continue;
-        int k = 0;
-        while (k < n && seen[k] != engine.ring[i].ctx)
-            k++;
-        if (k == n) {
-            seen[n] = engine.ring[i].ctx;
-            latest[n] = before[n] = 0;
-            n++;
-        }
-        if (at > latest[k]) {
-            before[k] = latest[k];
-            latest[k] = at;
-        } else if (at > before[k]) {
-            before[k] = at;
-        }
-    }
-    for (int k = 0; k < n; k++)
-        active += before[k] && now - latest[k] < 2 * (latest[k] - before[k]);
-    return active;
 }
 
 /* Lock held, no lane busy, updates queued: when the next pass may start (now: at once).
