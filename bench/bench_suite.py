@@ -915,7 +915,11 @@ def main() -> None:
                 tus_1.begin()
                 seconds = bench_1.tuspy(single, md5, 64 * MiB)
                 tuspy.add(single_size, seconds, tus_1.end())
-                for target, bench in ((tus_1, bench_1), (tus_2, bench_2), (node_target, None)):
+                # The servers take turns going first, so that no one of them always runs
+                # right after the 1 GiB uploads.
+                servers = [(tus_1, bench_1), (tus_2, bench_2), (node_target, None)]
+                shift = (round_ - 1) % len(servers)
+                for target, bench in servers[shift:] + servers[:shift]:
                     if target is None:
                         continue
                     say(f"round {round_}/{runs}: {conc_label} concurrent, {target.label}")
