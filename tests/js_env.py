@@ -4,6 +4,7 @@ once), Debian's Chromium, and files of random bytes to send."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -18,13 +19,22 @@ CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 MiB = 1024 * 1024
 
 
-def _installed_is_current(directory: Path) -> bool:
-    """node_modules exists and is at least as new as the lock file (npm writes its own copy)."""
-    marker = directory / "node_modules" / ".package-lock.json"
+INSTALLED_LOCK = ".installed-from"  # in node_modules: the sha256 of the lock file it came from
+
+
+def _lock_digest(directory: Path) -> str:
     lock = directory / "package-lock.json"
-    if not marker.exists():
+    return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.exists() else "no lock"
+
+
+def _installed_is_current(directory: Path) -> bool:
+    """node_modules was installed from the lock file as it is now (by content: a checkout
+    or a copy can give an old lock a new mtime, and the other way round)."""
+    modules = directory / "node_modules"
+    stamp = modules / INSTALLED_LOCK
+    if not (modules / ".package-lock.json").exists() or not stamp.exists():
         return False
-    return not lock.exists() or marker.stat().st_mtime >= lock.stat().st_mtime
+    return stamp.read_text() == _lock_digest(directory)
 
 
 def npm_install(directory: Path) -> Path:
@@ -49,8 +59,7 @@ def npm_install(directory: Path) -> Path:
                 pytest.fail(
                     f"{' '.join(command)} failed in {directory}:\n{done.stdout}\n{done.stderr}"
                 )
-            # npm ci may keep the marker's old mtime when nothing changed: mark it current.
-            (directory / "node_modules" / ".package-lock.json").touch()
+            (directory / "node_modules" / INSTALLED_LOCK).write_text(_lock_digest(directory))
     return directory / "node_modules"
 
 
