@@ -218,7 +218,7 @@ class UploadSession:
             record.partial_identity = await asyncio.to_thread(file_identity, self.partial_path)
             record.status = status
             # Indexed first: an entry whose upload is not finalizing is dropped by the janitor.
-            await uploads.records.mark_finalizing(record.id, True)
+            await uploads.records.mark_finalizing(record.id, uploads.clock())
             # Not one byte moves before a replica has "finalizing": a failover must never
             # bring back a partial upload whose file has gone to the staging area.
             await self._write(
@@ -255,7 +255,7 @@ class UploadSession:
         )
         record.digest_states, record.scan_state = {}, b""
         await uploads.records.set_expiry(record.id, None)
-        await uploads.records.mark_finalizing(record.id, False)
+        await uploads.records.mark_finalizing(record.id, None)
         await uploads.quotas.release(record.owner, record.id)
         uploads.observers.finalized(time.monotonic() - started)
         await uploads.events.emit("finished", record)

@@ -13,7 +13,6 @@ precede it, and the janitor drops such an entry when it meets it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 from .keys import (
@@ -166,9 +165,10 @@ class StateStore:
         else:
             await self.redis.zadd(EXPIRY_INDEX_KEY, {upload_id: expires})
 
-    async def mark_finalizing(self, upload_id: str, finalizing: bool) -> None:
-        if finalizing:
-            await self.redis.zadd(FINALIZING_INDEX_KEY, {upload_id: time.time()})
+    async def mark_finalizing(self, upload_id: str, since: float | None) -> None:
+        """Index the upload as finalizing since ``since`` (the store's clock); None: not."""
+        if since is not None:
+            await self.redis.zadd(FINALIZING_INDEX_KEY, {upload_id: since})
         else:
             await self.redis.zrem(FINALIZING_INDEX_KEY, upload_id)
 

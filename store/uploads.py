@@ -379,7 +379,7 @@ class Uploads:
         async with self._quick_session(upload_id) as session:
             if session is None or session.record.status is not UploadState.FINALIZING:
                 if session is not None or not await self.records.exists(upload_id):
-                    await self.records.mark_finalizing(upload_id, False)
+                    await self.records.mark_finalizing(upload_id, None)
                 return False
             await session.finish()
             return True
