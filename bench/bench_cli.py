@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
 
-from bench.bench_upload import USER, Bench, MiB, running_server, timed, write_random_file
+from bench.bench_upload import USER, Bench, MiB, running_server, timed, write_random
 from bench.machine import cpu_lines, load_average, md5sum_twice
 from tests.cli_runs import cli_env, command
 from tests.servers import ServerProcess
@@ -124,7 +124,7 @@ def main() -> None:
         with running_server(tmp) as (_, server):
             bench = CliBench(server, tmp)
             path = tmp / "random.bin"
-            write_random_file(path, args.size_mib)
+            write_random(path, args.size_mib * MiB)
             md5 = md5_of(path)
             parts, part_md5s = split(path, 8)
             staged = server.data_dir / "staging" / USER / "kept" / "random.bin"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_upload import Bench, interleaved_rounds, write_random_file
+from bench.bench_upload import Bench, interleaved_rounds, write_random
 from bench.machine import cpu_lines, disk_limits
 from tests.servers import RedisProcess, ServerProcess, write_tokens_file
 from tus_staging.connection_cap import ConnectionCounts, CountedConnection
@@ -70,7 +70,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         tokens = write_tokens_file(tmp / "tokens.txt")
         path = tmp / "random.bin"
-        write_random_file(path, args.size_mib)
+        write_random(path, args.size_mib * MiB)
         limits = disk_limits(path)
         md5 = limits.md5
         print(limits.text())

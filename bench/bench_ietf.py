@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_upload import Bench, interleaved_rounds, running_server, write_random_file
+from bench.bench_upload import Bench, interleaved_rounds, running_server, write_random
 from bench.machine import cpu_lines, disk_limits, load_average
 from protocol.headers import OFFSET_OCTET_STREAM, TUS_VERSION
 from tests.ietf_client import IetfClient
@@ -106,7 +106,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ietf-") as tmp_name:
         tmp = Path(tmp_name)
         path = tmp / "random.bin"
-        write_random_file(path, args.size_mib)
+        write_random(path, args.size_mib * MiB)
         limits = disk_limits(path)
         md5, md5sum_rate, dd_rate = limits.md5, limits.md5sum_rate, limits.dd_rate
         print(limits.text())

@@ -34,9 +34,8 @@ from bench.bench_suite import (
     concurrent_uploads,
     md5_counters,
     probe_upload,
-    write_random,
 )
-from bench.bench_upload import Bench, running_server
+from bench.bench_upload import Bench, running_server, write_random
 from bench.machine import cpu_lines, disk_limits, load_average
 from store import md5_lanes
 from tests.servers import RedisProcess, ServerProcess

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis.asyncio as aioredis
 
 from bench.bench_suite import send_file
-from bench.bench_upload import write_random_file
+from bench.bench_upload import write_random
 from bench.machine import cpu_lines, disk_limits, load_average
 from store.locks import LockSettings, acquire_lock
 from store.record import UploadRecord, new_upload_id
@@ -251,7 +251,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-wait-") as name:
         tmp = Path(name)
         source = tmp / "upload.bin"
-        write_random_file(source, args.size_mib)
+        write_random(source, args.size_mib * MiB)
         eighths = [tmp / f"eighth-{i}.bin" for i in range(WRITERS)]
         for index, part in enumerate(eighths):
             with open(source, "rb") as whole, open(part, "wb") as handle:

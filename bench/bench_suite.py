@@ -67,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
 
-from bench.bench_upload import Bench
+from bench.bench_upload import Bench, write_random
 from bench.machine import cpu_lines, disk_limits, load_average
 from protocol.headers import TUS_VERSION
 from store import md5_lanes
@@ -713,16 +713,6 @@ def ratio(value: float, limit: float | None) -> str:
 
 
 # --- main --------------------------------------------------------------------------------------
-
-
-def write_random(path: Path, nbytes: int) -> str:
-    md5 = hashlib.md5()
-    with open(path, "wb") as handle:
-        for _ in range(nbytes // MiB):
-            block = os.urandom(MiB)
-            md5.update(block)
-            handle.write(block)
-    return md5.hexdigest()
 
 
 _BASES = bytes(b"ACGT"[i % 4] for i in range(256))

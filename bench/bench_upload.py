@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import statistics
 import sys
@@ -69,10 +70,15 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def write_random_file(path: Path, mib: int) -> None:
+def write_random(path: Path, nbytes: int) -> str:
+    """``nbytes`` (whole MiB) of random bytes in ``path``; their md5."""
+    md5 = hashlib.md5()
     with open(path, "wb") as handle:
-        for _ in range(mib):
-            handle.write(os.urandom(MiB))
+        for _ in range(nbytes // MiB):
+            block = os.urandom(MiB)
+            md5.update(block)
+            handle.write(block)
+    return md5.hexdigest()
 
 
 @contextlib.contextmanager
@@ -288,7 +294,7 @@ def main() -> None:
             print(f"{'server idle':<52} {'':>26}  {bench.rss()}")
             if size:
                 path = tmp / "random.bin"
-                write_random_file(path, args.size_mib)
+                write_random(path, args.size_mib * MiB)
                 limits = disk_limits(path)
                 md5, md5sum_rate, dd_rate = limits.md5, limits.md5sum_rate, limits.dd_rate
                 row("md5sum (page-cached, 2nd run)", limits.md5sum_seconds, size)
