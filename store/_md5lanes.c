@@ -423,7 +423,18 @@ static struct {
      * run by their caller. */
     uint64_t passes, wide_passes, pass_blocks, lane_blocks, single_blocks, updates,
         inline_updates, holds, held_ns;
-} engine = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+} engine = {.lock = PTHREAD_MUTEX_INITIALIZER}; /* wake: init_wake() */
+
+/* The engine's condition variable times its waits on the monotonic clock: a wall clock
+ * stepped back (NTP) would otherwise stretch a wait for company to the size of the step. */
+static void init_wake(void)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&engine.wake, &attr);
+    pthread_condattr_destroy(&attr);
+}
 
 static const unsigned char idle_block[64];
 
@@ -521,17 +532,9 @@ static int64_t pass_starts_at(int64_t now)
     return queued < (want < width ? want : width) ? first : now;
 }
 
-static void wait_until(int64_t deadline, int64_t now)
+static void wait_until(int64_t deadline)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until); /* the condition variable's clock */
-    int64_t wait = deadline - now;
-    until.tv_sec += wait / 1000000000L;
-    until.tv_nsec += wait % 1000000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = {.tv_sec = deadline / 1000000000L, .tv_nsec = deadline % 1000000000L};
     pthread_cond_timedwait(&engine.wake, &engine.lock, &until);
 }
 
@@ -589,7 +592,7 @@ static void gather(lane lanes[MAX_LANES])
             int64_t now = now_ns();
             int64_t start = pass_starts_at(now);
             if (start > now) {
-                wait_until(start, now);
+                wait_until(start);
                 engine.holds++;
                 engine.held_ns += (uint64_t)(now_ns() - now);
                 continue;
@@ -720,7 +723,7 @@ static void forget_engine_in_child(void)
     int min_streams = engine.min_streams;
     memset(&engine, 0, sizeof engine);
     pthread_mutex_init(&engine.lock, NULL);
-    pthread_cond_init(&engine.wake, NULL);
+    init_wake();
     engine.scalar = scalar;
     engine.kernel = k;
     engine.min_streams = min_streams;
@@ -989,6 +992,7 @@ PyMODINIT_FUNC PyInit__md5lanes(void)
         pthread_atfork(NULL, NULL, forget_engine_in_child);
         forked_handler = 1;
     }
+    init_wake();
     engine.kernel = best_kernel();
     engine.min_streams = engine.kernel->min_streams;
     return PyModule_Create(&module);
