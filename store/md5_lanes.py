@@ -98,8 +98,10 @@ def describe() -> str:
 
 def update(ctx: object, chunks: Sequence[Buffer], *, to_engine: bool = False) -> None:
     """Hash ``chunks`` into the writable 92-byte ``MD5_CTX`` ``ctx``; blocks (GIL released)
-    until done. Only one update of one context may run at a time. ``to_engine`` sends it
-    to the engine even when too few uploads stream for lanes to pay off (tests)."""
+    until done. In the engine, an update may first wait for other streams' updates: at
+    most half the time since this context's previous update, and 10 ms. Only one update
+    of one context may run at a time. ``to_engine`` sends it to the engine even when too
+    few uploads stream for lanes to pay off (tests)."""
     assert _md5lanes is not None
     _md5lanes.update(ctx, chunks, to_engine)
 
