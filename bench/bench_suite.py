@@ -16,8 +16,7 @@ installed with ``npm ci`` on first use from its package.json + lock). Then, inte
   (random bytes are binary, and the scanner stops at the first block: text is the case
   where line counting and UTF-8 checking run on every byte);
 * 8 concurrent uploads of 128 MiB (8 different files, one client process and one PATCH
-  each) against ``--workers 1``, ``--workers 2`` and Node, in rounds of their own after
-  the others, the servers taking turns going first, aggregate MB/s, while a thread
+  each) against ``--workers 1``, ``--workers 2`` and Node, aggregate MB/s, while a thread
   HEADs a small unfinished upload every 20 ms (p50/p99 over all rounds) and another GETs a
   key in the server's Redis every 20 ms (Redis's own latency, the floor under a HEAD; a
   read, so that the probe adds no AOF fsync of its own: a SET every 20 ms did, and
@@ -906,14 +905,8 @@ def main() -> None:
                 tus_1.begin()
                 seconds = bench_1.tuspy(single, md5, 64 * MiB)
                 tuspy.add(single_size, seconds, tus_1.end())
-                say(f"round {round_}/{runs}: metadata on demand, {single_label}")
-                os.sync()
-                tus_1.begin()
-                seconds = metadata_on_demand(server_1, single, f"ondemand-{round_}.bin", md5)
-                meta.add(single_size, seconds, tus_1.end())
-            for round_ in range(1, runs + 1):
-                # The servers take turns going first, and every round of them follows
-                # another: none runs right after its own 1 GiB uploads or idle time.
+                # The servers take turns going first, so that no one of them always runs
+                # right after the 1 GiB uploads.
                 servers = [(tus_1, bench_1), (tus_2, bench_2), (node_target, None)]
                 shift = (round_ - 1) % len(servers)
                 for target, bench in servers[shift:] + servers[:shift]:
@@ -945,6 +938,11 @@ def main() -> None:
                                 for p in pids
                             )
                         )
+                say(f"round {round_}/{runs}: metadata on demand, {single_label}")
+                os.sync()
+                tus_1.begin()
+                seconds = metadata_on_demand(server_1, single, f"ondemand-{round_}.bin", md5)
+                meta.add(single_size, seconds, tus_1.end())
 
             huge_result: Huge | None = None
             if huge:
