@@ -124,8 +124,7 @@ def main() -> None:
         with running_server(tmp) as (_, server):
             bench = CliBench(server, tmp)
             path = tmp / "random.bin"
-            write_random(path, args.size_mib * MiB)
-            md5 = md5_of(path)
+            md5 = write_random(path, size)
             parts, part_md5s = split(path, 8)
             staged = server.data_dir / "staging" / USER / "kept" / "random.bin"
             staged.parent.mkdir(parents=True)

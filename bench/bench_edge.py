@@ -70,7 +70,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         tokens = write_tokens_file(tmp / "tokens.txt")
         path = tmp / "random.bin"
-        write_random(path, args.size_mib * MiB)
+        write_random(path, size)
         limits = disk_limits(path)
         md5 = limits.md5
         print(limits.text())

@@ -106,7 +106,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ietf-") as tmp_name:
         tmp = Path(tmp_name)
         path = tmp / "random.bin"
-        write_random(path, args.size_mib * MiB)
+        write_random(path, size)
         limits = disk_limits(path)
         md5, md5sum_rate, dd_rate = limits.md5, limits.md5sum_rate, limits.dd_rate
         print(limits.text())

@@ -294,7 +294,7 @@ def main() -> None:
             print(f"{'server idle':<52} {'':>26}  {bench.rss()}")
             if size:
                 path = tmp / "random.bin"
-                write_random(path, args.size_mib * MiB)
+                write_random(path, size)
                 limits = disk_limits(path)
                 md5, md5sum_rate, dd_rate = limits.md5, limits.md5sum_rate, limits.dd_rate
                 row("md5sum (page-cached, 2nd run)", limits.md5sum_seconds, size)
