@@ -44,8 +44,8 @@ def block_threads() -> int:
     """Threads for block hops. With md5 lanes, one per lane: a thread waiting for the
     engine costs no CPU, and only uploads whose blocks are in flight at the same time can
     share a pass (two threads for eight uploads would leave the lanes empty). Without
-    them, two per core (a text block is written and scanned by two at once); more would
-    only contend for the CPU and the GIL with the event loop."""
+    them, two per core (one upload's block can wait on the disk while another's is
+    hashed); more would only contend for the CPU and the GIL with the event loop."""
     return md5_lanes.lanes() or 2 * (os.cpu_count() or 2)
 
 
