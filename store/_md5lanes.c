@@ -445,12 +445,11 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000L + t.tv_nsec;
 }
 
-/* The contexts among the arrivals of the last RECENT_NS (lock held): how many times
- * each came, and its latest two arrivals. Returns how many contexts. */
+/* The contexts among the arrivals of the last RECENT_NS (lock held), each with its
+ * latest two arrivals (before: 0 when it came once). Returns how many contexts. */
 typedef struct {
     const void *ctx;
-    int count;
-    int64_t latest, before; /* 0: none */
+    int64_t latest, before;
 } seen_context;
 
 static int contexts_in_window(int64_t now, seen_context seen[RING])
@@ -464,8 +463,7 @@ static int contexts_in_window(int64_t now, seen_context seen[RING])
         while (k < n && seen[k].ctx != engine.ring[i].ctx)
             k++;
         if (k == n)
-            seen[n++] = (seen_context){engine.ring[i].ctx, 0, 0, 0};
-        seen[k].count++;
+            seen[n++] = (seen_context){engine.ring[i].ctx, 0, 0};
         if (at > seen[k].latest) {
             seen[k].before = seen[k].latest;
             seen[k].latest = at;
@@ -484,7 +482,7 @@ static int recent_streams(int64_t now)
     seen_context seen[RING];
     int n = contexts_in_window(now, seen), streaming = 0;
     for (int k = 0; k < n; k++)
-        streaming += seen[k].count >= 2;
+        streaming += seen[k].before != 0;
     return streaming;
 }
 
@@ -528,8 +526,7 @@ static int64_t pass_starts_at(int64_t now)
     }
     if (queued >= width || first <= now)
         return now;
-    int want = active_streams(now);
-    return queued < (want < width ? want : width) ? first : now;
+    return queued < active_streams(now) ? first : now;
 }
 
 static void wait_until(int64_t deadline)
