@@ -61,7 +61,7 @@ MAX_LINK_TARGET = 4096  # bytes of a zip symlink's target (PATH_MAX)
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # The temporary folders extract() makes (tempfile.mkdtemp's 8 random characters).
 _TEMP_PREFIX, _TEMP_SUFFIX = ".decompress-", ".tmp"
-_TEMP_NAME = re.compile(r"\.decompress-[a-z0-9_]{8}\.tmp")
+_TEMP_NAME = re.compile(re.escape(_TEMP_PREFIX) + "[a-z0-9_]{8}" + re.escape(_TEMP_SUFFIX))
 # A live extraction writes its temporary folder every block (1 MiB): one in which nothing
 # was written for this long was left by an extraction that died.
 LEFTOVER_AFTER = 15 * 60
