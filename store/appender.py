@@ -3,8 +3,8 @@
 The caller hands over blocks (socket chunks gathered to about a block size, kept as they
 came: no copy into one buffer) one at a time. Each block makes one hop to the block
 executor, which writes it at its offset, hashes it and scans it (all three without the
-GIL); meanwhile the caller reads the next block from the network, so at most two blocks
-are in memory, whatever the upload's size.
+GIL where the C extensions are built); meanwhile the caller reads the next block from the
+network, so at most two blocks are in memory, whatever the upload's size.
 
 A commit is: fsync the partial file, then move the committed offset and the digest and
 scanner states in Redis in one script guarded by the lock token and the offset it
