@@ -203,7 +203,12 @@ def scan_in_python(
         _, consumed = codecs.utf_8_decode(whole, "strict", False)
     except UnicodeDecodeError:
         return newlines, False, 0
-    return newlines, True, len(whole) - consumed
+    cut = whole[consumed:]
+    if cut[:1] == b"\xed" and cut[1:2] >= b"\xa0":
+        # A surrogate's first two bytes: CPython waits for the third to refuse them, the
+        # C step refuses at once (no byte can make them UTF-8); the verdicts must agree.
+        return newlines, False, 0
+    return newlines, True, len(cut)
 
 
 ScanChunk = Callable[[bytes | bytearray | memoryview, bytes, bool], tuple[int, bool, int]]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import shutil
-import sys
 import tracemalloc
 from collections.abc import Iterator
 
@@ -137,47 +135,6 @@ def test_head_is_first_1024_characters_across_chunks() -> None:
 )
 def test_line_counts(data: bytes, lines: int) -> None:
     assert scan_once(data) == ScanResult(True, lines, data.decode())
-
-
-def test_the_c_step_is_built_where_a_compiler_is() -> None:
-    """Without this, a failed build would only show as skipped tests."""
-    if not sys.platform.startswith("linux") or not shutil.which("cc"):
-        pytest.skip("no C compiler here: the package installs without the extension")
-    assert C_STEP is not None and scanner_module.scan_chunk in STEPS.values()
-
-
-# What a chunk step is given: any bytes, after the cut start of a character (or nothing).
-cut_starts = st.sampled_from(
-    [b"", b"\xc3", b"\xe2", b"\xe2\x82", b"\xf0\x9f\x98", b"\xed", b"\xe0", b"\xf4"]
-)
-
-
-@settings(max_examples=500, deadline=None)
-@given(
-    pending=cut_starts,
-    data=st.one_of(
-        texty,
-        texty.map(lambda b: b * 8),
-        st.binary(min_size=60, max_size=300).map(lambda b: b * 100),
-    ),
-    text=st.booleans(),
-    offset=st.integers(min_value=0, max_value=63),
-)
-def test_the_c_step_is_the_bytes_methods_step(
-    pending: bytes, data: bytes, text: bool, offset: int
-) -> None:
-    if C_STEP is None:
-        pytest.skip("the scanner's C step is not built here")
-    # From an unaligned start too: the C step works on 64-byte blocks.
-    view = memoryview(bytes(offset) + data)[offset:]
-    assert C_STEP.scan(view, pending, text) == scan_in_python(view, pending, text)
-
-
-def test_the_c_step_refuses_what_is_not_bytes() -> None:
-    if C_STEP is None:
-        pytest.skip("the scanner's C step is not built here")
-    with pytest.raises(TypeError):
-        C_STEP.scan("text", b"", True)
 
 
 def test_empty_file() -> None:
