@@ -50,11 +50,12 @@ def md5sum_twice(path: Path) -> tuple[str, float]:
     return out.stdout.split()[0], runs[1]
 
 
-def dd_write(source: Path, target: Path) -> float:
-    """Seconds of ``dd bs=4M conv=fdatasync`` copying ``source`` to ``target`` (then removed)."""
+def dd_write(source: Path, target: Path, *options: str) -> float:
+    """Seconds of ``dd conv=fdatasync`` with ``options`` (default ``bs=4M``) copying
+    ``source`` to ``target`` (then removed)."""
     start = time.perf_counter()
     subprocess.run(
-        ["dd", f"if={source}", f"of={target}", "bs=4M", "conv=fdatasync"],
+        ["dd", f"if={source}", f"of={target}", *(options or ["bs=4M"]), "conv=fdatasync"],
         check=True,
         capture_output=True,
     )
@@ -71,6 +72,7 @@ class DiskLimits:
     nbytes: int
     md5sum_seconds: float
     dd_seconds: float
+    dd_direct_seconds: float  # bs=1M oflag=direct: the disk without the page cache
 
     @property
     def md5sum_rate(self) -> float:  # MB/s
@@ -80,15 +82,23 @@ class DiskLimits:
     def dd_rate(self) -> float:  # MB/s
         return self.nbytes / self.dd_seconds / 1e6
 
+    @property
+    def dd_direct_rate(self) -> float:  # MB/s
+        return self.nbytes / self.dd_direct_seconds / 1e6
+
     def text(self) -> str:
         return (
             f"md5sum {self.md5sum_rate:.0f} MB/s (page-cached, 2nd run), "
-            f"dd bs=4M conv=fdatasync {self.dd_rate:.0f} MB/s (same filesystem)"
+            f"dd bs=4M conv=fdatasync {self.dd_rate:.0f} MB/s, "
+            f"dd bs=1M oflag=direct {self.dd_direct_rate:.0f} MB/s (same filesystem)"
         )
 
 
 def disk_limits(path: Path) -> DiskLimits:
-    """md5sum of ``path`` (page-cached, 2nd run) and dd of it to a file beside it."""
+    """md5sum of ``path`` (page-cached, 2nd run) and dd of it to a file beside it, through
+    the page cache and straight to the disk."""
     md5, md5sum_seconds = md5sum_twice(path)
-    dd_seconds = dd_write(path, path.with_name(f"{path.name}.dd"))
-    return DiskLimits(md5, path.stat().st_size, md5sum_seconds, dd_seconds)
+    target = path.with_name(f"{path.name}.dd")
+    dd_seconds = dd_write(path, target)
+    dd_direct_seconds = dd_write(path, target, "bs=1M", "oflag=direct")
+    return DiskLimits(md5, path.stat().st_size, md5sum_seconds, dd_seconds, dd_direct_seconds)

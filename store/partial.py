@@ -18,26 +18,10 @@ from .checksums import BodyChecksum
 from .digest import Digest, DigestStateError, ResumableDigest
 from .record import UploadRecord
 from .scanner import ContentScanner, ScannerStateError
-from .writeback import drop_cached, start_writeback
+from .sinks import Sink, open_sink
 
 # Bytes of a file on disk read in one go, to hash it or copy it.
 READ_BLOCK = 4 * 1024 * 1024
-
-
-IOV_MAX = 1024  # Linux's limit on buffers per pwritev call
-# Bytes written before their disk write is started (store/writeback.py): large enough
-# for the filesystem to allocate and submit big extents, small enough that a
-# checkpoint's fsync never meets a burst.
-WRITEBACK_WINDOW = 16 * 1024 * 1024
-
-
-def _drop_written(chunks: list[bytes], count: int) -> list[bytes]:
-    """The chunks still to write after ``count`` bytes went out (short writes happen)."""
-    for index, chunk in enumerate(chunks):
-        if count < len(chunk):
-            return [memoryview(chunk)[count:], *chunks[index + 1 :]]  # type: ignore[list-item]
-        count -= len(chunk)
-    return []
 
 
 def partial_path(upload_dir: Path, upload_id: str) -> Path:
@@ -102,6 +86,11 @@ class StreamState:
         self.hash_all(chunks)
         self.scan_all(chunks)
 
+    def copy(self) -> StreamState:
+        return StreamState(
+            {name: digest.copy() for name, digest in self.digests.items()}, self.scanner.copy()
+        )
+
     def states(self) -> tuple[dict[str, bytes], bytes]:
         """The saved digest states and the scanner state, as the record keeps them."""
         digests = {}
@@ -140,66 +129,52 @@ class PartialWriter:
     """An open partial file positioned at the committed offset, plus its stream state."""
 
     path: Path
-    fd: int
+    sink: Sink
     offset: int
     stream: StreamState
     # The request's Upload-Checksum, fed in the same hop as the digests.
     body_checksum: BodyChecksum | None = None
     _closed: bool = field(default=False, repr=False)
-    # The first byte whose disk write has not been started (-1: the offset at open).
-    _unstarted_from: int = field(default=-1, repr=False)
-    _released_to: int = field(default=0, repr=False)  # page cache dropped below this offset
 
     @classmethod
     def open(cls, path: Path, committed_offset: int, stream: StreamState) -> PartialWriter:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            # Bytes past the committed offset (a crashed or displaced writer) are not ours.
-            if os.fstat(fd).st_size != committed_offset:
-                os.ftruncate(fd, committed_offset)
-        except BaseException:
-            os.close(fd)
-            raise
-        return cls(path, fd, committed_offset, stream)
+        return cls(path, open_sink(path, committed_offset), committed_offset, stream)
 
     def write(self, chunks: Sequence[bytes]) -> None:
         """Write ``chunks`` at the current offset, hash and scan them, and move the offset
-        on. If the write fails, nothing was hashed or scanned: the states still describe
-        the bytes up to the offset."""
-        size = sum(len(chunk) for chunk in chunks)
-        written = 0
-        pending = list(chunks)
-        while pending:
-            written_now = os.pwritev(self.fd, pending[:IOV_MAX], self.offset + written)
-            written += written_now
-            pending = _drop_written(pending, written_now)
-        self._start_writeback(self.offset + size)
-        self.stream.hash_all(chunks, self.body_checksum)
-        self.stream.scan_all(chunks)
-        self.offset += size
-
-    def _start_writeback(self, end: int) -> None:
-        if self._unstarted_from < 0:
-            self._unstarted_from = self.offset
-        if end - self._unstarted_from >= WRITEBACK_WINDOW:
-            start_writeback(self.fd, self._unstarted_from, end - self._unstarted_from)
-            self._unstarted_from = end
+        on. If the write fails, the states still describe the bytes up to the offset."""
+        writing = self.sink.append(chunks, self.offset)
+        if writing is None:  # written already
+            self.stream.hash_all(chunks, self.body_checksum)
+            self.stream.scan_all(chunks)
+        else:  # hashed and scanned while the disk takes the block
+            before = self.stream.copy()
+            try:
+                self.stream.hash_all(chunks, self.body_checksum)
+                self.stream.scan_all(chunks)
+            finally:
+                try:
+                    writing.result()
+                except BaseException:
+                    self.stream = before
+                    raise
+        self.offset += sum(len(chunk) for chunk in chunks)
 
     def discard_to(self, committed_offset: int) -> None:
         """Drop bytes past the committed offset (a chunk that failed its checksum)."""
-        os.ftruncate(self.fd, committed_offset)
+        self.sink.truncate(committed_offset)
         self.offset = committed_offset
-        self._unstarted_from = min(self._unstarted_from, committed_offset)
 
     def sync(self, written_before: int | None = None) -> None:
-        """fsync; then drop the page cache of the first ``written_before`` bytes, all of
-        them written before this call and now clean (see store/writeback.py)."""
-        os.fsync(self.fd)
-        if written_before is not None and written_before > self._released_to:
-            drop_cached(self.fd, self._released_to, written_before - self._released_to)
-            self._released_to = written_before
+        """Make the first ``written_before`` bytes (all of them by default) durable: they
+        were all written before this call; later blocks may be going in meanwhile. Then
+        hand their page cache back, if any (see store/writeback.py)."""
+        self.sink.write_through(self.offset if written_before is None else written_before)
+        os.fsync(self.sink.fd)
+        if written_before is not None:
+            self.sink.after_sync(written_before)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            os.close(self.fd)
+            self.sink.close()

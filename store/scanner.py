@@ -81,6 +81,12 @@ class ContentScanner:
     def size(self) -> int:
         return self._size
 
+    def copy(self) -> ContentScanner:
+        twin = ContentScanner()
+        for name in self.__slots__:
+            setattr(twin, name, getattr(self, name))  # all immutable values
+        return twin
+
     @property
     def newlines(self) -> int:
         """Count of b"\\n" so far."""

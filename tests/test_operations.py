@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import threading
 import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -233,3 +235,31 @@ def test_md5_lanes_hash_concurrent_uploads_unless_switched_off(make_server, tmp_
     uploads_at_once(off, 8, 4 * 1024 * 1024)
     assert md5_updates(off) == {"lanes": 0.0, "inline": 0.0}  # libcrypto did all of it
     assert "md5: libcrypto (md5 lanes off)" in off.log_path.read_text()
+
+
+def test_writers_straight_to_disk_and_through_the_cache_take_turns_on_an_upload(
+    make_server,
+) -> None:
+    # Two servers on one Redis and data dir, one writing partial files with O_DIRECT and
+    # one through the page cache, take uneven PATCHes of one upload in turns: every
+    # resume starts off a 4 KiB boundary, from bytes the other kind of writer left.
+    direct = make_server()
+    cached = make_server(env={"TUS_STAGING_NO_DIRECT_IO": "1"})
+    assert "partial files: straight to the disk (O_DIRECT" in direct.log_path.read_text()
+    assert "partial files: through the page cache" in cached.log_path.read_text()
+    rng = random.Random(11)
+    data = b"".join(rng.randbytes(rng.randrange(1, 200)) + b"\n" for _ in range(60_000))
+    url = TusTestClient(direct.files_url, TOKENS["alice"]).create_url(len(data), "turns.txt")
+    path = urlsplit(url).path
+    offset, turn = 0, 0
+    while offset < len(data):
+        server = (direct, cached)[turn % 2]
+        size = rng.choice([1, 4095, 4097, 65_537, 1024 * 1024 + 333, 3 * 1024 * 1024])
+        client = TusTestClient(server.files_url, TOKENS["alice"])
+        response = client.patch(server.url + path, offset, data[offset : offset + size])
+        assert response.status_code == 204, response.text
+        offset, turn = int(response.headers["Upload-Offset"]), turn + 1
+    staged = sidecar(direct, "alice", "turns.txt")
+    assert staged["md5"] == hashlib.md5(data).hexdigest()
+    assert staged["lineCount"] == str(data.count(b"\n"))
+    assert (direct.data_dir / "staging" / "alice" / "turns.txt").read_bytes() == data

@@ -1,7 +1,7 @@
-"""The partial-file writer's side work, on real files: write-behind (store/writeback.py)
-loads on Linux, changes no bytes and gets every written byte once, in contiguous
-windows; checkpoints hand durable bytes back to the page cache; a block fed in two
-threads (hash here, scan there) ends in the same states as one fed chunk by chunk."""
+"""The buffered writer's side work, on real files (store/sinks.py writes through the page
+cache where O_DIRECT is off or refused): write-behind (store/writeback.py) loads on
+Linux, changes no bytes and gets every written byte once, in contiguous windows;
+checkpoints hand durable bytes back to the page cache."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store import partial, writeback
+from store import partial, sinks, writeback
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="sync_file_range is Linux-only")
@@ -59,8 +59,9 @@ MiB = 1024 * 1024
 def test_writer_starts_writeback_in_contiguous_windows(start: int, sizes: list[int]) -> None:
     started: list[tuple[int, int]] = []
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(partial, "WRITEBACK_WINDOW", WINDOW)
-        patch.setattr(partial, "start_writeback", lambda fd, off, n: started.append((off, n)))
+        patch.setattr(sinks, "_direct", False)
+        patch.setattr(sinks, "WRITEBACK_WINDOW", WINDOW)
+        patch.setattr(sinks, "start_writeback", lambda fd, off, n: started.append((off, n)))
         path = Path(tmp) / "p"
         path.write_bytes(b"\0" * start)
         writer = partial.PartialWriter.open(path, start, partial.StreamState.fresh(["md5"]))
@@ -81,8 +82,9 @@ def test_writer_starts_writeback_in_contiguous_windows(start: int, sizes: list[i
 def test_discarded_bytes_are_started_again_once_rewritten(tmp_path: Path) -> None:
     started: list[tuple[int, int]] = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(partial, "WRITEBACK_WINDOW", WINDOW)
-        patch.setattr(partial, "start_writeback", lambda fd, off, n: started.append((off, n)))
+        patch.setattr(sinks, "_direct", False)
+        patch.setattr(sinks, "WRITEBACK_WINDOW", WINDOW)
+        patch.setattr(sinks, "start_writeback", lambda fd, off, n: started.append((off, n)))
         path = tmp_path / "p"
         path.touch()
         writer = partial.PartialWriter.open(path, 0, partial.StreamState.fresh(["md5"]))
@@ -103,7 +105,10 @@ def cached_bytes(path: Path) -> int:
 
 
 @pytest.mark.skipif(shutil.which("fincore") is None, reason="util-linux fincore not installed")
-def test_checkpoint_sync_hands_the_durable_bytes_back_to_the_page_cache(tmp_path: Path) -> None:
+def test_checkpoint_sync_hands_the_durable_bytes_back_to_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sinks, "_direct", False)
     path = tmp_path / "p"
     path.touch()
     writer = partial.PartialWriter.open(path, 0, partial.StreamState.fresh(["md5"]))

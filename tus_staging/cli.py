@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-md5-lanes", action="store_true",
         help="hash md5 with libcrypto only, not in the multi-buffer lanes of concurrent uploads",
     )  # fmt: skip
+    serve.add_argument(
+        "--no-direct-io", action="store_true",
+        help="write partial files through the page cache, not straight to the disk (O_DIRECT)",
+    )  # fmt: skip
     serve.add_argument("--block-size", type=byte_size, help="bytes per write+hash block")
     serve.add_argument(
         "--checkpoint-bytes", type=byte_size,

@@ -40,6 +40,7 @@ class Config:
     sha256: bool = False  # also compute sha256 of every upload
     md5_kernel: str | None = None  # NAME[:N] (store/md5_lanes.py); None: the best here
     no_md5_lanes: bool = False  # md5 on libcrypto only (store/md5_lanes.py off)
+    no_direct_io: bool = False  # partial files written through the page cache (store/sinks.py)
     block_size: int = 1 * MiB  # bytes per write + digest hop
     checkpoint_bytes: int = StoreSettings.checkpoint_bytes  # fsync + commit every this many bytes
     network_timeout: float = 60.0  # seconds without a byte from the client mid-body

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from protocol.errors import one_line
-from store import md5_lanes, writeback
+from store import md5_lanes, sinks
 from store.digest import digest_backend
 from store.janitor import JanitorReport, janitor_pass
 from store.topology import UNAVAILABLE, BadRedisUrl, redacted
@@ -64,10 +64,11 @@ def serve(config: Config) -> int:
         except ValueError as error:
             raise SystemExit(f"--md5-kernel: {error}") from None
     log.info("md5: %s", md5_lanes.describe())
+    sinks.set_direct(not config.no_direct_io)  # before gunicorn forks its workers
     log.info(
-        "digest states: %s; write-behind: %s",
+        "digest states: %s; partial files: %s",
         digest_backend(),
-        "sync_file_range" if writeback.available() else "off (not on Linux)",
+        sinks.describe(config.layout.upload_dir),
     )
     with redis_for(config) as url:
         log.info("state store: %s", check_redis(url))
