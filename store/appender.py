@@ -1,10 +1,12 @@
 """Appending a request body to an upload: one executor hop per block, and checkpoints.
 
 The caller hands over blocks (socket chunks gathered to about a block size, kept as they
-came: no copy into one buffer) one at a time. Each block makes one hop to the block
-executor, which writes it at its offset, hashes it and scans it (all three without the
-GIL where the C extensions are built); meanwhile the caller reads the next block from the
-network, so at most two blocks are in memory, whatever the upload's size.
+came) one at a time. Each block makes one hop to the block executor, which writes it at
+its offset, hashes it and scans it (all three without the GIL where the C extensions are
+built). A block is queued behind the one in flight and starts from the thread that
+finished that one, without waiting for the event loop; the caller then waits for the
+block in flight and reads the next from the network meanwhile, so at most two blocks
+are held, whatever the upload's size.
 
 A commit is: fsync the partial file, then move the committed offset and the digest and
 scanner states in Redis in one script guarded by the lock token and the offset it
@@ -21,7 +23,7 @@ import functools
 import hmac
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import CancelledError, Executor, Future
 from typing import TYPE_CHECKING
 
 from protocol.errors import ChecksumMismatch
@@ -58,7 +60,8 @@ class Appender:
             writer.body_checksum = new_checksum(checksum.algorithm)
             self.checkpoint_bytes = sys.maxsize
         self.committed = writer.offset
-        self._in_flight: asyncio.Future[None] | None = None
+        self._in_flight: asyncio.Future[Snapshot | None] | None = None  # the last block queued
+        self._last_queued: Future[Snapshot | None] | None = None
         self._checkpoint: asyncio.Future[None] | None = None  # a commit overlapping the body
         self._loop = asyncio.get_running_loop()
 
@@ -73,24 +76,56 @@ class Appender:
         return self.lock.release_requested
 
     async def append(self, chunks: Sequence[bytes]) -> None:
-        """Hand one block over, once the previous one is done."""
+        """Queue one block behind the one in flight, then wait for that one: at most two
+        blocks are held, and the next is ready the moment the block thread is free."""
         if not chunks:
             return
-        await self._drain()
         if self._checkpoint is not None and self._checkpoint.done():
             await self._settle_checkpoint()  # surfaces a failed checkpoint (lost lock, …)
         self.lock.check_valid()  # a writer that outlived its lock stops here
         if self.lock.renewal_due():
             await self.lock.renew()
-        in_flight = asyncio.ensure_future(self._write_block(chunks))
-        in_flight.add_done_callback(self._after_block)
-        self._in_flight = in_flight
+        previous = self._in_flight
+        queued = asyncio.wrap_future(self._queue(chunks), loop=self._loop)
+        queued.add_done_callback(self._after_block)
+        self._in_flight = queued
+        if previous is not None:
+            await previous  # its error, if any, is the queued block's too
 
-    async def _write_block(self, chunks: Sequence[bytes]) -> None:
-        await self._hop(functools.partial(self.writer.write, chunks))
+    def _queue(self, chunks: Sequence[bytes]) -> Future[Snapshot | None]:
+        """The block's hop, submitted as soon as the block before it is done, from the
+        thread that finished it: no round trip through the event loop between blocks.
+        After a failed block the next ones fail with its error, unwritten."""
+        queued: Future[Snapshot | None] = Future()
+        step = functools.partial(self._write_step, chunks)
 
-    def _hop(self, step: Callable[[], None]) -> asyncio.Future[None]:
-        return self._loop.run_in_executor(self.executor, step)
+        def start(before: Future[Snapshot | None] | None = None) -> None:
+            if not queued.set_running_or_notify_cancel():
+                return  # cancelled while it waited: never written
+            if before is not None and (before.cancelled() or before.exception() is not None):
+                queued.set_exception(before.exception() or CancelledError())
+                return
+            try:
+                hop = self.executor.submit(step)
+            except RuntimeError as error:  # the executor is shutting down
+                queued.set_exception(error)
+                return
+            hop.add_done_callback(functools.partial(_pass_on, queued))
+
+        last, self._last_queued = self._last_queued, queued
+        if last is None:
+            start()
+        else:
+            last.add_done_callback(start)  # at once if it is done already
+        return queued
+
+    def _write_step(self, chunks: Sequence[bytes]) -> Snapshot | None:
+        """Write, hash and scan a block (in a block thread); if a checkpoint is due, the
+        snapshot to commit, taken before the next block can change the states."""
+        self.writer.write(chunks)
+        if self.writer.offset - self.committed >= self.checkpoint_bytes:
+            return self._snapshot()
+        return None
 
     async def keep_alive(self) -> None:
         """Renew the lock (and learn of release requests) while the client is silent."""
@@ -140,23 +175,24 @@ class Appender:
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def _after_block(self, done: asyncio.Future[None]) -> None:
-        # Runs on the loop as the block completes, before the next block can be handed
-        # out: the writer's offset and states are consistent here, so they are the
-        # checkpoint's snapshot. Its fsync then overlaps the next blocks.
+    def _after_block(self, done: asyncio.Future[Snapshot | None]) -> None:
+        # The snapshot was taken in the block thread as the block ended; the checkpoint's
+        # fsync then overlaps the next blocks.
         if not done.cancelled() and done.exception() is None:
-            self._maybe_checkpoint()
+            snapshot = done.result()
+            if snapshot is not None:
+                self._maybe_checkpoint(snapshot)
 
-    def _maybe_checkpoint(self) -> None:
-        """Start a checkpoint if one is due and none is running (a failed one is kept for
-        append to raise). Call only when no block is in flight or one just completed."""
+    def _maybe_checkpoint(self, snapshot: Snapshot) -> None:
+        """Start a checkpoint of ``snapshot`` if it is still due and none is running (a
+        failed one is kept for append to raise)."""
         running = self._checkpoint
         if running is not None:
             if not running.done() or running.cancelled() or running.exception() is not None:
                 return
             self._checkpoint = None
-        if self.writer.offset - self.committed >= self.checkpoint_bytes:
-            checkpoint = asyncio.ensure_future(self._commit_snapshot(self._snapshot()))
+        if snapshot[0] - self.committed >= self.checkpoint_bytes:
+            checkpoint = asyncio.ensure_future(self._commit_snapshot(snapshot))
             checkpoint.add_done_callback(self._after_checkpoint)
             self._checkpoint = checkpoint
 
@@ -164,13 +200,17 @@ class Appender:
         # Bytes that arrived during the fsync may already make the next checkpoint due; if
         # no block is in flight nobody else would start it until the client sends more.
         # (Not when commit() has taken this checkpoint over: it commits the rest itself.)
-        if self._checkpoint is done and (self._in_flight is None or self._in_flight.done()):
-            self._maybe_checkpoint()
+        idle = self._in_flight is None or self._in_flight.done()  # the states stand still
+        if self._checkpoint is done and idle:
+            self._maybe_checkpoint(self._snapshot())
 
     async def _drain(self) -> None:
         if self._in_flight is not None:
             in_flight, self._in_flight = self._in_flight, None
-            await in_flight
+            try:
+                await in_flight
+            finally:
+                self._last_queued = None  # a failure is told once; later blocks start anew
 
     async def _settle_checkpoint(self) -> None:
         if self._checkpoint is not None:
@@ -192,3 +232,13 @@ class Appender:
         if self.on_commit is not None:
             self.on_commit(offset - self.committed)
         self.committed = offset
+
+
+def _pass_on(to: Future[Snapshot | None], hop: Future[Snapshot | None]) -> None:
+    """Give ``to`` the outcome of ``hop``."""
+    if hop.cancelled():
+        to.set_exception(CancelledError())
+    elif (error := hop.exception()) is not None:
+        to.set_exception(error)
+    else:
+        to.set_result(hop.result())

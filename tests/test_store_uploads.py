@@ -3,11 +3,14 @@ blocked finalizes, the janitor, quotas, events, completed records."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
 import os
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -259,3 +262,92 @@ async def test_refusals_are_one_line(uploads: Uploads) -> None:
     with pytest.raises(TusError) as refused:
         await uploads.create(USER, length=20_000, metadata="", destination=None)
     assert "\n" not in refused.value.reason
+
+
+class GatedExecutor(ThreadPoolExecutor):
+    """Block threads whose first job waits for ``gate``; notes which thread submitted each."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.gate = threading.Event()
+        self.submitters: list[threading.Thread] = []
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        first = not self.submitters
+        self.submitters.append(threading.current_thread())
+        if first:
+            inner = fn
+
+            def fn(*args, **kwargs):  # type: ignore[no-untyped-def]
+                assert self.gate.wait(timeout=30)
+                return inner(*args, **kwargs)
+
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.fixture
+async def gated(redis: Redis, tmp_path: Path, clock: Clock) -> AsyncIterator[Uploads]:
+    layout = DataLayout.under(tmp_path / "gated")
+    layout.create_dirs()
+    settings = StoreSettings(checkpoint_bytes=1500)
+    store = Uploads(redis, layout, settings, executor=GatedExecutor(), clock=clock)
+    yield store
+    store.close()
+
+
+async def test_a_block_queued_behind_another_starts_from_the_thread_that_finished_it(
+    gated: Uploads,
+) -> None:
+    executor = gated.executor
+    assert isinstance(executor, GatedExecutor)
+    blocks = [os.urandom(1000) for _ in range(3)]
+    record = await gated.create(
+        USER, length=3000, metadata="", destination=PurePosixPath("queued.bin")
+    )
+    async with gated.session(USER, record.id) as session:
+        async with session.appending() as appender:
+            await appender.append([blocks[0]])  # its hop waits at the gate
+            second = asyncio.create_task(appender.append([blocks[1]]))
+            await asyncio.sleep(0)  # it queues its block, then waits for the first
+            assert not second.done()  # it waits for the first block: two blocks held
+            executor.gate.set()
+            await second
+            await appender.append([blocks[2]])
+            assert await appender.end_body(whole=True) == 3000
+        await session.finish()
+    loop_thread = threading.current_thread()
+    assert executor.submitters[0] is loop_thread
+    assert executor.submitters[1] is not loop_thread  # no trip through the event loop
+    assert sidecar(gated, "queued.bin")["md5"] == hashlib.md5(b"".join(blocks)).hexdigest()
+
+
+async def test_after_a_failed_block_the_one_queued_behind_it_is_not_written(
+    gated: Uploads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executor = gated.executor
+    assert isinstance(executor, GatedExecutor)
+    record = await gated.create(
+        USER, length=4000, metadata="", destination=PurePosixPath("failed.bin")
+    )
+    async with gated.session(USER, record.id) as session, session.appending() as appender:
+        writes: list[int] = []
+        real_write = appender.writer.write
+
+        def write(chunks: list[bytes]) -> None:
+            writes.append(len(writes))
+            if len(writes) == 1:
+                raise OSError(28, "No space left on device")
+            real_write(chunks)
+
+        monkeypatch.setattr(appender.writer, "write", write)
+        await appender.append([b"a" * 1000])
+        second = asyncio.create_task(appender.append([b"b" * 1000]))
+        await asyncio.sleep(0)
+        executor.gate.set()
+        with pytest.raises(OSError, match="No space"):
+            await second
+        await appender.settle_after_error()
+        assert writes == [0]  # the second block never reached the writer
+        assert appender.committed == 0
+        await appender.append([b"c" * 1000])  # the error was told; blocks start anew
+        assert await appender.end_body(whole=False) == 1000
