@@ -6,7 +6,8 @@ its offset, hashes it and scans it (all three without the GIL where the C extens
 built). A block is queued behind the one in flight and starts from the thread that
 finished that one, without waiting for the event loop; the caller then waits for the
 block in flight and reads the next from the network meanwhile, so at most two blocks
-are held, whatever the upload's size.
+are held, whatever the upload's size. With other bodies streaming in the process the
+caller waits for the block in flight before queueing: the loop paces the blocks.
 
 A commit is: fsync the partial file, then move the committed offset and the digest and
 scanner states in Redis in one script guarded by the lock token and the offset it
@@ -47,6 +48,7 @@ class Appender:
         checkpoint_bytes: int,
         checksum: ExpectedChecksum | None = None,
         on_commit: Callable[[int], None] | None = None,
+        alone: Callable[[], bool] = lambda: True,
     ):
         self.session = session
         self.lock = session.lock
@@ -55,6 +57,7 @@ class Appender:
         self.checkpoint_bytes = checkpoint_bytes
         self.checksum = checksum
         self.on_commit = on_commit  # told how many bytes each commit made durable
+        self.alone = alone  # whether no other body streams in this process
         if checksum is not None:
             # Nothing of a checksummed body may be committed before the whole body is checked.
             writer.body_checksum = new_checksum(checksum.algorithm)
@@ -63,6 +66,7 @@ class Appender:
         self._in_flight: asyncio.Future[Snapshot | None] | None = None  # the last block queued
         self._last_queued: Future[Snapshot | None] | None = None
         self._checkpoint: asyncio.Future[None] | None = None  # a commit overlapping the body
+        self._committing = False  # commit() or settle_after_error() is under way
         self._loop = asyncio.get_running_loop()
 
     @property
@@ -77,7 +81,8 @@ class Appender:
 
     async def append(self, chunks: Sequence[bytes]) -> None:
         """Queue one block behind the one in flight, then wait for that one: at most two
-        blocks are held, and the next is ready the moment the block thread is free."""
+        blocks are held, and the next is ready the moment the block thread is free. With
+        other bodies streaming in this process, wait for the one in flight first."""
         if not chunks:
             return
         if self._checkpoint is not None and self._checkpoint.done():
@@ -86,6 +91,10 @@ class Appender:
         if self.lock.renewal_due():
             await self.lock.renew()
         previous = self._in_flight
+        if previous is not None and not self.alone():
+            # Other uploads stream too: the event loop paces the blocks, so that bulk work
+            # never runs ahead of the requests the loop has to answer.
+            await previous
         queued = asyncio.wrap_future(self._queue(chunks), loop=self._loop)
         queued.add_done_callback(self._after_block)
         self._in_flight = queued
@@ -133,10 +142,17 @@ class Appender:
 
     async def commit(self) -> None:
         """Commit everything written so far."""
-        await self._drain()
-        await self._settle_checkpoint()
-        if self.writer.offset != self.committed:
-            await self._commit_snapshot(self._snapshot())
+        # No checkpoint may start meanwhile (a block's completion can still be on its way
+        # to the loop after the drain): this commit covers its bytes, and two commits in
+        # flight would both start from the same offset.
+        self._committing = True
+        try:
+            await self._drain()
+            await self._settle_checkpoint()
+            if self.writer.offset != self.committed:
+                await self._commit_snapshot(self._snapshot())
+        finally:
+            self._committing = False
 
     async def end_body(self, *, whole: bool) -> int:
         """The body ended (``whole``: it arrived complete). Verify its checksum if it has
@@ -164,6 +180,7 @@ class Appender:
     async def settle_after_error(self) -> None:
         """After a failed block (disk full, lost lock) keep what was written before it:
         the failed block is not in the writer's offset. Commit it if still allowed."""
+        self._committing = True  # as in commit(), which ends it
         with contextlib.suppress(Exception):
             await self._drain()
         if self.checksum is not None:
@@ -185,7 +202,9 @@ class Appender:
 
     def _maybe_checkpoint(self, snapshot: Snapshot) -> None:
         """Start a checkpoint of ``snapshot`` if it is still due and none is running (a
-        failed one is kept for append to raise)."""
+        failed one is kept for append to raise) and no commit is under way."""
+        if self._committing:
+            return
         running = self._checkpoint
         if running is not None:
             if not running.done() or running.cancelled() or running.exception() is not None:
@@ -201,15 +220,17 @@ class Appender:
         # no block is in flight nobody else would start it until the client sends more.
         # (Not when commit() has taken this checkpoint over: it commits the rest itself.)
         idle = self._in_flight is None or self._in_flight.done()  # the states stand still
-        if self._checkpoint is done and idle:
+        if self._checkpoint is done and idle and not self._committing:
             self._maybe_checkpoint(self._snapshot())
 
     async def _drain(self) -> None:
-        if self._in_flight is not None:
-            in_flight, self._in_flight = self._in_flight, None
+        in_flight = self._in_flight
+        if in_flight is not None:
             try:
                 await in_flight
             finally:
+                if self._in_flight is in_flight:  # until then it counts as in flight
+                    self._in_flight = None
                 self._last_queued = None  # a failure is told once; later blocks start anew
 
     async def _settle_checkpoint(self) -> None:

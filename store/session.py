@@ -115,7 +115,9 @@ class UploadSession:
             self.uploads.settings.checkpoint_bytes,
             checksum,
             on_commit,
+            alone=lambda: self.uploads.bodies_streaming == 1,
         )
+        self.uploads.bodies_streaming += 1
         try:
             async with keep_renewed(self.lock) if renewed else contextlib.nullcontext():
                 yield appender
@@ -123,6 +125,7 @@ class UploadSession:
             await appender.settle_after_error()
             raise
         finally:
+            self.uploads.bodies_streaming -= 1
             await asyncio.to_thread(writer.close)
             self.uploads.observers.blocks_written()
         if writer.offset == self.record.offset:  # everything written was committed

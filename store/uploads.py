@@ -94,6 +94,7 @@ class Uploads:
             max_workers=block_threads(), thread_name_prefix="blocks"
         )
         self.observers = observers or StoreObservers()
+        self.bodies_streaming = 0  # appenders open in this process (store/appender.py)
         self.clock = clock
         writes = ReplicatedWrites(redis, settings.replica_wait, self.observers.replica_wait)
         self.records = StateStore(redis, writes)
