@@ -285,6 +285,11 @@ class GatedExecutor(ThreadPoolExecutor):
         return super().submit(fn, *args, **kwargs)
 
 
+def gate_of(store: Uploads) -> GatedExecutor:
+    assert isinstance(store.executor, GatedExecutor)
+    return store.executor
+
+
 @pytest.fixture
 async def gated(redis: Redis, tmp_path: Path, clock: Clock) -> AsyncIterator[Uploads]:
     layout = DataLayout.under(tmp_path / "gated")
@@ -298,8 +303,7 @@ async def gated(redis: Redis, tmp_path: Path, clock: Clock) -> AsyncIterator[Upl
 async def test_a_block_queued_behind_another_starts_from_the_thread_that_finished_it(
     gated: Uploads,
 ) -> None:
-    executor = gated.executor
-    assert isinstance(executor, GatedExecutor)
+    executor = gate_of(gated)
     blocks = [os.urandom(1000) for _ in range(3)]
     record = await gated.create(
         USER, length=3000, metadata="", destination=PurePosixPath("queued.bin")
@@ -324,8 +328,7 @@ async def test_a_block_queued_behind_another_starts_from_the_thread_that_finishe
 async def test_after_a_failed_block_the_one_queued_behind_it_is_not_written(
     gated: Uploads, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    executor = gated.executor
-    assert isinstance(executor, GatedExecutor)
+    executor = gate_of(gated)
     record = await gated.create(
         USER, length=4000, metadata="", destination=PurePosixPath("failed.bin")
     )
@@ -358,8 +361,7 @@ async def test_with_another_body_streaming_the_event_loop_paces_the_blocks(
 ) -> None:
     # Bulk work must not run ahead of the requests the loop has to answer (HEAD p50 went
     # from ~10 to ~50 ms with 8 uploads at once when blocks ran back to back).
-    executor = gated.executor
-    assert isinstance(executor, GatedExecutor)
+    executor = gate_of(gated)
     first, other = [
         await gated.create(USER, length=2000, metadata="", destination=PurePosixPath(name))
         for name in ("paced.bin", "other.bin")
@@ -386,8 +388,7 @@ async def test_a_block_done_in_its_thread_but_not_yet_seen_by_the_loop_starts_no
     # The block that makes a checkpoint due finishes in its thread; the loop learns it
     # only after commit() has begun. That commit covers the block: no checkpoint may
     # start beside it from the same offset (StaleOffset).
-    executor = gated.executor
-    assert isinstance(executor, GatedExecutor)
+    executor = gate_of(gated)
     record = await gated.create(
         USER, length=3000, metadata="", destination=PurePosixPath("late.bin")
     )
