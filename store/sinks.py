@@ -47,7 +47,6 @@ _direct = True  # --no-direct-io turns it off
 
 
 class Sink(Protocol):
-    name: str
     fd: int  # an ordinary descriptor of the file (fsync)
 
     def append(self, chunks: Sequence[bytes], offset: int) -> Future[None] | None:
@@ -85,8 +84,6 @@ def _drop_written(chunks: list[bytes], count: int) -> list[bytes]:
 
 
 class BufferedSink:
-    name = "buffered"
-
     def __init__(self, fd: int, offset: int):
         self.fd = fd
         self._unstarted_from = offset  # the first byte whose disk write was not started
@@ -118,12 +115,10 @@ class BufferedSink:
 
 
 class DirectSink:
-    name = "direct"
-
     def __init__(self, fd: int, direct_fd: int, offset: int):
         self.fd = fd  # ordinary descriptor: carried bytes, truncation, fsync
         self.direct_fd = direct_fd
-        self._write_fd = direct_fd  # the ordinary one, should the filesystem refuse a write
+        self._write_fd = direct_fd  # becomes ``fd`` if the filesystem refuses a direct write
         self._lock = threading.Lock()
         self._buffer = mmap.mmap(-1, 2 * ALIGN)  # page-aligned, grown to the largest block
         self._load_carry(offset)
