@@ -29,6 +29,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Protocol
 
 from . import writeback
@@ -247,8 +248,11 @@ def describe(directory: str | os.PathLike[str]) -> str:
     )
     if not direct_wanted():
         return buffered + ("" if O_DIRECT is None else "; direct I/O off (--no-direct-io)")
+    existing = Path(directory).absolute()
+    while not existing.is_dir() and existing != existing.parent:
+        existing = existing.parent  # not made yet: its filesystem is the parent's
     try:
-        fd, probe = tempfile.mkstemp(prefix=".direct-io-probe-", dir=directory)
+        fd, probe = tempfile.mkstemp(prefix=".direct-io-probe-", dir=existing)
     except OSError:
         return "straight to the disk (O_DIRECT) where the filesystem takes it"
     try:

@@ -194,3 +194,10 @@ def test_reopening_a_file_shorter_than_its_committed_offset_is_refused(tmp_path:
     finally:
         os.close(fd)
         os.close(direct_fd)
+
+
+def test_the_startup_probe_looks_where_the_upload_dir_will_be(tmp_path: Path) -> None:
+    # Before the first start the directory does not exist yet: its parent's filesystem
+    # is the one to ask, and the probe leaves nothing behind.
+    assert "O_DIRECT, 4 KiB aligned" in sinks.describe(tmp_path / "data" / "uploads")
+    assert list(tmp_path.iterdir()) == []
