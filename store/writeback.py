@@ -1,4 +1,5 @@
-"""Write-behind: start the disk write of freshly written bytes at once.
+"""Write-behind: start the disk write of freshly written bytes at once (for partial files
+written through the page cache, store/sinks.py's buffered sink).
 
 Left alone, the kernel lets gigabytes of an upload sit dirty in the page cache (24 GB of
 RAM here) and the next checkpoint's fsync then flushes them in one burst. Every other
