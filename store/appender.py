@@ -111,8 +111,11 @@ class Appender:
         def start(before: Future[Snapshot | None] | None = None) -> None:
             if not queued.set_running_or_notify_cancel():
                 return  # cancelled while it waited: never written
-            if before is not None and (before.cancelled() or before.exception() is not None):
-                queued.set_exception(before.exception() or CancelledError())
+            if before is not None and before.cancelled():
+                queued.set_exception(CancelledError())
+                return
+            if before is not None and (error := before.exception()) is not None:
+                queued.set_exception(error)
                 return
             try:
                 hop = self.executor.submit(step)

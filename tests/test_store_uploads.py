@@ -10,7 +10,7 @@ import json
 import os
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -408,3 +408,22 @@ async def test_a_block_done_in_its_thread_but_not_yet_seen_by_the_loop_starts_no
         await session.finish()
     assert commits == [2000, 1000]
     assert sidecar(gated, "late.bin")["md5"] == hashlib.md5(b"x" * 2000 + b"y" * 1000).hexdigest()
+
+
+async def test_a_block_queued_behind_a_cancelled_one_is_not_written_and_says_so(
+    gated: Uploads,
+) -> None:
+    executor = gate_of(gated)
+    record = await gated.create(
+        USER, length=3000, metadata="", destination=PurePosixPath("cancelled.bin")
+    )
+    async with gated.session(USER, record.id) as session, session.appending() as appender:
+        await appender.append([b"a" * 1000])  # in a block thread, at the gate
+        behind = appender._queue([b"b" * 1000])  # waits for the first
+        last = appender._queue([b"c" * 1000])  # waits for the one above
+        assert behind.cancel()  # e.g. its waiter went away
+        executor.gate.set()
+        with pytest.raises(CancelledError):
+            last.result(timeout=30)
+        await appender.commit()
+        assert appender.committed == 1000  # neither was written
