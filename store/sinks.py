@@ -1,13 +1,14 @@
 """Where a partial file's bytes go: straight to the disk (``O_DIRECT``) or through the
 page cache. Both take blocks at the end of the file and make a prefix durable on demand.
 
-**Direct** (the default where the filesystem takes it): blocks are copied into one
-page-aligned buffer and written with ``O_DIRECT`` from a 4 KiB boundary, so that the
+**Direct** (the default where the filesystem takes it): blocks are copied into a
+page-aligned buffer (the disk-writer thread's own, not one per upload) and written with
+``O_DIRECT`` from a 4 KiB boundary, so that the
 kernel neither copies them into the page cache nor writes them back later: that copy,
 the delayed allocation and the writeback were a fifth of the server's CPU, and on
 virtual disks the buffered path's writeback ran at a fraction of the device's own rate.
-The last bytes of a block, short of a 4 KiB boundary, stay in the buffer (the *carry*)
-and go out at the front of the next block's write. A commit needs every byte up to its
+The last bytes of a block, short of a 4 KiB boundary, are kept by the upload's sink (the
+*carry*) and go out at the front of the next block's write. A commit needs every byte up to its
 offset on disk, carried ones too: :meth:`DirectSink.write_through` writes those few
 through a second, ordinary descriptor (a few KiB in the page cache, which the next
 direct write over them flushes first, as the kernel does for any direct write).
@@ -121,46 +122,40 @@ class DirectSink:
         self.direct_fd = direct_fd
         self._write_fd = direct_fd  # becomes ``fd`` if the filesystem refuses a direct write
         self._lock = threading.Lock()
-        self._buffer = mmap.mmap(-1, 2 * ALIGN)  # page-aligned, grown to the largest block
         self._load_carry(offset)
 
     def _load_carry(self, offset: int) -> None:
         # The bytes between the last 4 KiB boundary and ``offset`` are already in the file
         # (committed): read them back so that the next direct write can start aligned.
         self._carry_from = offset - offset % ALIGN
-        self._carry = offset - self._carry_from
         self._in_file = offset  # bytes below this are in the file, one way or the other
-        if self._carry:
-            data = os.pread(self.fd, self._carry, self._carry_from)
-            if len(data) != self._carry:
-                raise OSError(errno.EIO, "partial file is shorter than its committed offset")
-            self._buffer[: self._carry] = data
+        self._carry = os.pread(self.fd, offset - self._carry_from, self._carry_from)
+        if self._carry_from + len(self._carry) != offset:
+            raise OSError(errno.EIO, "partial file is shorter than its committed offset")
 
     def append(self, chunks: Sequence[bytes], offset: int) -> Future[None]:
         # The block thread hashes while another thread copies and waits for the disk.
         return _disk_writers().submit(self._append, chunks, offset)
 
     def _append(self, chunks: Sequence[bytes], offset: int) -> None:
-        size = sum(len(chunk) for chunk in chunks)
         with self._lock:
-            end = self._carry_from + self._carry
+            end = self._carry_from + len(self._carry)
             if offset != end:
                 raise ValueError(f"append at {offset}, the file ends at {end}")
-            filled = self._carry + size
-            if len(self._buffer) < filled:
-                self._grow(filled)
-            position = self._carry
+            filled = len(self._carry) + sum(len(chunk) for chunk in chunks)
+            buffer = _aligned_buffer(filled)
+            buffer[: len(self._carry)] = self._carry
+            position = len(self._carry)
             for chunk in chunks:
-                self._buffer[position : position + len(chunk)] = chunk
+                buffer[position : position + len(chunk)] = chunk
                 position += len(chunk)
             whole = filled - filled % ALIGN
             if whole:
-                with memoryview(self._buffer) as view, view[:whole] as aligned:
+                with memoryview(buffer) as view, view[:whole] as aligned:
                     self._write_aligned(aligned)
-                self._buffer.move(0, whole, filled - whole)
                 self._carry_from += whole
                 self._in_file = max(self._in_file, self._carry_from)
-            self._carry = filled - whole
+            self._carry = buffer[whole:filled]
 
     def _write_aligned(self, view: memoryview) -> None:
         written = 0
@@ -174,23 +169,15 @@ class DirectSink:
                     raise
                 self._write_fd = self.fd
 
-    def _grow(self, needed: int) -> None:
-        size = -(-needed // ALIGN) * ALIGN
-        grown = mmap.mmap(-1, size)
-        grown[: self._carry] = self._buffer[: self._carry]
-        self._buffer.close()
-        self._buffer = grown
-
     def write_through(self, offset: int) -> None:
         with self._lock:
             if offset <= self._in_file:
                 return
-            end = self._carry_from + self._carry
+            end = self._carry_from + len(self._carry)
             if not self._carry_from <= offset <= end:
                 raise ValueError(f"bytes below {offset} are no longer held")
-            start, stop = self._in_file - self._carry_from, offset - self._carry_from
-            with memoryview(self._buffer) as view, view[start:stop] as held:
-                _write_all(self.fd, [held], self._in_file)
+            held = self._carry[self._in_file - self._carry_from : offset - self._carry_from]
+            _write_all(self.fd, [held], self._in_file)
             self._in_file = offset
 
     def after_sync(self, durable: int) -> None:
@@ -205,11 +192,23 @@ class DirectSink:
         with contextlib.suppress(OSError):
             os.close(self.direct_fd)
         os.close(self.fd)
-        self._buffer.close()
 
 
 _writers: ThreadPoolExecutor | None = None
 _writers_lock = threading.Lock()
+_buffers = threading.local()
+
+
+def _aligned_buffer(size: int) -> mmap.mmap:
+    """This disk-writer thread's page-aligned buffer, of at least ``size`` bytes: one per
+    thread, not one per upload, so memory does not grow with the uploads open at once."""
+    buffer: mmap.mmap | None = getattr(_buffers, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        if buffer is not None:
+            buffer.close()
+        buffer = mmap.mmap(-1, -(-size // ALIGN) * ALIGN)
+        _buffers.buffer = buffer
+    return buffer
 
 
 def _disk_writers() -> ThreadPoolExecutor:
