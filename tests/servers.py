@@ -8,6 +8,7 @@ import fcntl
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import struct
@@ -53,7 +54,28 @@ def metric_values(base_url: str) -> dict[str, float]:
     return values
 
 
+def ephemeral_ports_start() -> int:
+    """The first port the kernel hands out as a connection's source port."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A loopback port free now, for a process started a moment later. Taken below the
+    kernel's ephemeral range: a port the kernel gave out (bind to 0) can become some
+    outgoing connection's source port before the process binds it, and then the start
+    fails with "Address already in use"."""
+    pick = random.SystemRandom()
+    for _ in range(100):
+        port = pick.randrange(10_000, ephemeral_ports_start())
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
