@@ -285,6 +285,10 @@ class GatedExecutor(ThreadPoolExecutor):
         return super().submit(fn, *args, **kwargs)
 
 
+async def created(store: Uploads, name: str, length: int) -> UploadRecord:
+    return await store.create(USER, length=length, metadata="", destination=PurePosixPath(name))
+
+
 def gate_of(store: Uploads) -> GatedExecutor:
     assert isinstance(store.executor, GatedExecutor)
     return store.executor
@@ -305,9 +309,7 @@ async def test_a_block_queued_behind_another_starts_from_the_thread_that_finishe
 ) -> None:
     executor = gate_of(gated)
     blocks = [os.urandom(1000) for _ in range(3)]
-    record = await gated.create(
-        USER, length=3000, metadata="", destination=PurePosixPath("queued.bin")
-    )
+    record = await created(gated, "queued.bin", 3000)
     async with gated.session(USER, record.id) as session:
         async with session.appending() as appender:
             await appender.append([blocks[0]])  # its hop waits at the gate
@@ -329,9 +331,7 @@ async def test_after_a_failed_block_the_one_queued_behind_it_is_not_written(
     gated: Uploads, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     executor = gate_of(gated)
-    record = await gated.create(
-        USER, length=4000, metadata="", destination=PurePosixPath("failed.bin")
-    )
+    record = await created(gated, "failed.bin", 4000)
     async with gated.session(USER, record.id) as session, session.appending() as appender:
         writes: list[int] = []
         real_write = appender.writer.write
@@ -362,10 +362,7 @@ async def test_with_another_body_streaming_the_event_loop_paces_the_blocks(
     # Bulk work must not run ahead of the requests the loop has to answer (HEAD p50 went
     # from ~10 to ~50 ms with 8 uploads at once when blocks ran back to back).
     executor = gate_of(gated)
-    first, other = [
-        await gated.create(USER, length=2000, metadata="", destination=PurePosixPath(name))
-        for name in ("paced.bin", "other.bin")
-    ]
+    first, other = [await created(gated, name, 2000) for name in ("paced.bin", "other.bin")]
     async with (
         gated.session(USER, first.id) as session,
         gated.session(USER, other.id) as other_session,
@@ -389,9 +386,7 @@ async def test_a_block_done_in_its_thread_but_not_yet_seen_by_the_loop_starts_no
     # only after commit() has begun. That commit covers the block: no checkpoint may
     # start beside it from the same offset (StaleOffset).
     executor = gate_of(gated)
-    record = await gated.create(
-        USER, length=3000, metadata="", destination=PurePosixPath("late.bin")
-    )
+    record = await created(gated, "late.bin", 3000)
     commits: list[int] = []  # bytes each commit made durable
     async with gated.session(USER, record.id) as session:
         async with session.appending(on_commit=commits.append) as appender:
@@ -414,9 +409,7 @@ async def test_a_block_queued_behind_a_cancelled_one_is_not_written_and_says_so(
     gated: Uploads,
 ) -> None:
     executor = gate_of(gated)
-    record = await gated.create(
-        USER, length=3000, metadata="", destination=PurePosixPath("cancelled.bin")
-    )
+    record = await created(gated, "cancelled.bin", 3000)
     async with gated.session(USER, record.id) as session, session.appending() as appender:
         await appender.append([b"a" * 1000])  # in a block thread, at the gate
         behind = appender._queue([b"b" * 1000])  # waits for the first
