@@ -135,9 +135,7 @@ class Appender:
         """Write, hash and scan a block (in a block thread); if a checkpoint is due, the
         snapshot to commit, taken before the next block can change the states."""
         self.writer.write(chunks)
-        if self.writer.offset - self.committed >= self.checkpoint_bytes:
-            return self._snapshot()
-        return None
+        return self._snapshot() if self._due(self.writer.offset) else None
 
     async def keep_alive(self) -> None:
         """Renew the lock (and learn of release requests) while the client is silent."""
@@ -213,7 +211,7 @@ class Appender:
             if not running.done() or running.cancelled() or running.exception() is not None:
                 return
             self._checkpoint = None
-        if snapshot[0] - self.committed >= self.checkpoint_bytes:
+        if self._due(snapshot[0]):
             checkpoint = asyncio.ensure_future(self._commit_snapshot(snapshot))
             checkpoint.add_done_callback(self._after_checkpoint)
             self._checkpoint = checkpoint
@@ -223,8 +221,12 @@ class Appender:
         # no block is in flight nobody else would start it until the client sends more.
         # (Not when commit() has taken this checkpoint over: it commits the rest itself.)
         idle = self._in_flight is None or self._in_flight.done()  # the states stand still
-        if self._checkpoint is done and idle and not self._committing:
+        if self._checkpoint is done and idle and self._due(self.writer.offset):
             self._maybe_checkpoint(self._snapshot())
+
+    def _due(self, offset: int) -> bool:
+        """Whether a checkpoint at ``offset`` is due."""
+        return offset - self.committed >= self.checkpoint_bytes
 
     async def _drain(self) -> None:
         in_flight = self._in_flight
