@@ -43,7 +43,6 @@ IOV_MAX = 1024  # Linux's limit on buffers per pwritev call
 # checkpoint's fsync never meets a burst.
 WRITEBACK_WINDOW = 16 * 1024 * 1024
 
-DISK_WRITERS = 16  # at most one block of each upload is in flight: as many as block threads
 O_DIRECT: int | None = getattr(os, "O_DIRECT", None)
 _direct = True  # --no-direct-io turns it off
 
@@ -215,9 +214,13 @@ def _disk_writers() -> ThreadPoolExecutor:
     """The process's threads that wait for direct writes (made on first use, after a fork)."""
     global _writers
     if _writers is None:
+        from .uploads import block_threads  # here: uploads imports this module
+
         with _writers_lock:
             if _writers is None:
-                _writers = ThreadPoolExecutor(DISK_WRITERS, thread_name_prefix="disk-write")
+                # One per block thread, each of which waits for one write at a time; the
+                # pool makes them as they are needed.
+                _writers = ThreadPoolExecutor(block_threads(), thread_name_prefix="disk-write")
     return _writers
 
 
