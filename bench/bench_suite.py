@@ -69,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import requests
 
 from bench.bench_upload import Bench, write_random
-from bench.machine import cpu_lines, disk_limits, load_average
+from bench.machine import DiskLimits, cpu_lines, disk_limits, load_average
 from protocol.headers import TUS_VERSION
 from store import md5_lanes
 from tests.servers import (
@@ -1078,8 +1078,7 @@ def main() -> None:
                 meta, None, "GET /metadata/<name>: md5 + lines + text, one pass",
             )  # fmt: skip
             footer = headlines(
-                single_label, one_patch, node_single_runs, limit, md5sum_rate, dd_rate,
-                min(md5sum_rate, disk.dd_direct_rate), conc_label,
+                single_label, one_patch, node_single_runs, disk, conc_label,
                 [(t.label, conc[t.label]) for t in (tus_1, tus_2)], node_conc,
             )  # fmt: skip
             footer += machine_lines(started, md5_of_server(server_1))
@@ -1121,19 +1120,18 @@ def headlines(
     single_label: str,
     single: Runs,
     node_single: Runs | None,
-    limit: float,
-    md5sum_rate: float,
-    dd_rate: float,
-    direct_limit: float,
+    disk: DiskLimits,
     conc_label: str,
     concurrent: list[tuple[str, Runs]],
     node_conc: Runs | None,
 ) -> list[str]:
     """The figures the targets are about, each as a ratio to its limit or to Node's."""
+    limit = min(disk.md5sum_rate, disk.dd_rate)
+    direct_limit = min(disk.md5sum_rate, disk.dd_direct_rate)
     lines = [
         f"Headline: {single_label} in one PATCH {single.rate():.0f} MB/s = "
-        f"{single.rate() / limit:.2f} × min(md5sum {md5sum_rate:.0f}, dd fdatasync "
-        f"{dd_rate:.0f} MB/s) (target ≥ 0.75), {single.rate() / direct_limit:.2f} × "
+        f"{single.rate() / limit:.2f} × min(md5sum {disk.md5sum_rate:.0f}, dd fdatasync "
+        f"{disk.dd_rate:.0f} MB/s) (target ≥ 0.75), {single.rate() / direct_limit:.2f} × "
         f"min(md5sum, dd oflag=direct) {direct_limit:.0f} MB/s"
         + (
             f", {single.rate() / node_single.rate():.2f} × Node's {node_single.rate():.0f} MB/s "
